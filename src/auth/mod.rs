@@ -1,0 +1,91 @@
+//! Authentication: from the credentials a request carries to a [`Principal`].
+//!
+//! Each mechanism is one [`Mechanism`] in an ordered chain. A mechanism looks only at its
+//! own credential: if the request does not carry it, it answers `NotPresent` and the next
+//! one is asked; if it does, its answer (accepted or refused) is final. API keys are the
+//! mechanism today; federated TLS (a peer certificate pin) and JWT bearer tokens slot in
+//! beside it through [`Credentials`].
+
+pub mod api_key;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+
+use crate::domain::{DomainError, Tenant, TenantId};
+
+/// What a request presents. Filled by the HTTP layer; mechanisms never see HTTP types.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Credentials<'a> {
+    /// The `X-API-Key` header.
+    pub api_key: Option<&'a [u8]>,
+    /// The token of an `Authorization: Bearer` header.
+    pub bearer: Option<&'a str>,
+    /// The SHA-256 SPKI pin (base64) of a TLS client certificate.
+    pub peer_pin: Option<&'a str>,
+}
+
+/// An authenticated school owner.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub tenant: Arc<Tenant>,
+    /// A label of the credential used (`api-key:kommunen#1`), for logs and the audit trail.
+    pub credential: String,
+}
+
+pub enum Outcome {
+    NotPresent,
+    Accepted {
+        tenant: TenantId,
+        credential: String,
+    },
+    Refused,
+}
+
+pub trait Mechanism: Send + Sync {
+    fn authenticate(&self, creds: &Credentials<'_>, today: NaiveDate) -> Outcome;
+}
+
+pub struct Authenticator {
+    tenants: HashMap<TenantId, Arc<Tenant>>,
+    mechanisms: Vec<Box<dyn Mechanism>>,
+}
+
+impl Authenticator {
+    pub fn new(tenants: Vec<Arc<Tenant>>, mechanisms: Vec<Box<dyn Mechanism>>) -> Self {
+        Self {
+            tenants: tenants.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            mechanisms,
+        }
+    }
+
+    pub fn tenant(&self, id: &TenantId) -> Option<&Arc<Tenant>> {
+        self.tenants.get(id)
+    }
+
+    pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+        self.tenants.values()
+    }
+
+    /// The principal for these credentials, or `Unauthorized` (the answer never says
+    /// whether a tenant exists).
+    pub fn authenticate(&self, creds: &Credentials<'_>) -> Result<Principal, DomainError> {
+        let today = chrono::Utc::now().date_naive();
+        for m in &self.mechanisms {
+            match m.authenticate(creds, today) {
+                Outcome::NotPresent => continue,
+                Outcome::Refused => return Err(DomainError::Unauthorized),
+                Outcome::Accepted { tenant, credential } => {
+                    let tenant = self
+                        .tenants
+                        .get(&tenant)
+                        .cloned()
+                        .ok_or(DomainError::Unauthorized)?;
+                    return Ok(Principal { tenant, credential });
+                }
+            }
+        }
+        Err(DomainError::Unauthorized)
+    }
+}

@@ -1,0 +1,513 @@
+//! Configuration: a versioned TOML file (or embedded defaults) with `SKOLGRIND_*`
+//! environment overrides (`SKOLGRIND_SERVER__LISTEN=0.0.0.0:8080`: `__` separates
+//! levels), validated at start into a [`Runtime`] with messages that name the bad key.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
+
+use crate::auth::api_key::{hash_for_config, parse_hash, ApiKey};
+use crate::domain::{CivicNoPolicy, Tenant, TenantId};
+
+/// The only config format version this build reads.
+pub const CONFIG_VERSION: u32 = 1;
+/// Environment variable with the demo tenant's API key (embedded defaults only).
+pub const DEMO_KEY_ENV: &str = "SKOLGRIND_DEMO_API_KEY";
+
+#[derive(Debug, Clone, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[validate(custom(function = "check_version"))]
+    pub version: u32,
+    #[validate(nested)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    #[validate(nested)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    #[validate(nested, custom(function = "check_unique_tenant_ids"))]
+    pub tenants: Vec<TenantConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the public listener, e.g. `127.0.0.1:8080` (port 0: any free port).
+    #[validate(custom(function = "check_socket_addr"))]
+    pub listen: String,
+    /// Directory of the embedded database; created if missing.
+    pub data_dir: PathBuf,
+    /// The URL clients use to reach this server (for `Location` and `meta.location`).
+    /// Default: derived from each request's scheme and Host header.
+    #[serde(default)]
+    #[validate(custom(function = "check_base_url"))]
+    pub public_base_url: Option<String>,
+    /// HTTP worker threads (default: one per core).
+    #[serde(default)]
+    #[validate(range(min = 1, max = 256))]
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest accepted request body in bytes (larger: 413).
+    #[serde(default = "default_max_body")]
+    #[validate(range(min = 1024, max = 67108864))]
+    pub max_body_bytes: usize,
+}
+
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `skolgrind=debug` (`RUST_LOG` wins if set).
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Stable tenant id, `[a-z0-9-]+`: the storage key of the tenant's data.
+    #[validate(custom(function = "check_tenant_id"))]
+    pub id: String,
+    #[validate(length(min = 1, max = 200))]
+    pub name: String,
+    /// Organisation number (`SE` + 10 digits, or 10 digits).
+    #[serde(default)]
+    #[validate(custom(function = "check_org_number"))]
+    pub organisation_number: Option<String>,
+    /// API keys: `"sha256:<hex>"` or `{ hash = "sha256:<hex>", expires = "2027-06-30", label = "2026" }`.
+    #[serde(default)]
+    #[validate(custom(function = "check_api_keys"))]
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// Allowed EPPN scopes (domains); empty allows any.
+    #[serde(default)]
+    #[validate(custom(function = "check_scopes"))]
+    pub eppn_scopes: Vec<String>,
+    /// Civic number checks: `strict`, `warn` (default) or `off`.
+    #[serde(default)]
+    pub civic_no_check: CivicNoPolicy,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ApiKeyConfig {
+    Hash(String),
+    Detailed {
+        hash: String,
+        #[serde(default)]
+        expires: Option<NaiveDate>,
+        #[serde(default)]
+        label: Option<String>,
+    },
+}
+
+impl ApiKeyConfig {
+    fn hash(&self) -> &str {
+        match self {
+            ApiKeyConfig::Hash(h) | ApiKeyConfig::Detailed { hash: h, .. } => h,
+        }
+    }
+}
+
+fn err(code: &'static str, msg: impl Into<std::borrow::Cow<'static, str>>) -> ValidationError {
+    ValidationError::new(code).with_message(msg.into())
+}
+
+fn check_version(v: u32) -> Result<(), ValidationError> {
+    if v == CONFIG_VERSION {
+        Ok(())
+    } else {
+        Err(err(
+            "version",
+            format!("this build reads config version {CONFIG_VERSION}"),
+        ))
+    }
+}
+
+fn check_socket_addr(s: &str) -> Result<(), ValidationError> {
+    s.parse::<SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| err("listen", "expected IP:port, e.g. 127.0.0.1:8080"))
+}
+
+fn check_base_url(s: &str) -> Result<(), ValidationError> {
+    let ok = (s.starts_with("https://") || s.starts_with("http://"))
+        && !s.ends_with('/')
+        && !s.contains(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            "url",
+            "expected an http(s) URL without a trailing slash",
+        ))
+    }
+}
+
+fn check_tenant_id(s: &str) -> Result<(), ValidationError> {
+    TenantId::parse(s)
+        .map(|_| ())
+        .map_err(|m| err("tenant_id", m))
+}
+
+fn check_unique_tenant_ids(ts: &[TenantConfig]) -> Result<(), ValidationError> {
+    let mut seen = HashSet::new();
+    for t in ts {
+        if !seen.insert(t.id.as_str()) {
+            return Err(err(
+                "unique",
+                format!("tenant id '{}' appears more than once", t.id),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_org_number(s: &str) -> Result<(), ValidationError> {
+    let digits = s.strip_prefix("SE").unwrap_or(s);
+    if digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(err(
+            "organisation_number",
+            "expected 10 digits, optionally prefixed by SE",
+        ))
+    }
+}
+
+fn check_api_keys(keys: &[ApiKeyConfig]) -> Result<(), ValidationError> {
+    for (i, k) in keys.iter().enumerate() {
+        if parse_hash(k.hash()).is_none() {
+            return Err(err(
+                "api_key",
+                format!("[{i}]: expected \"sha256:\" followed by 64 hex digits (see `skolgrind hash-key`)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_scopes(scopes: &[String]) -> Result<(), ValidationError> {
+    for (i, s) in scopes.iter().enumerate() {
+        if crate::domain::rules::normalise_eppn(&format!("x@{s}")).is_err()
+            || s.to_lowercase() != *s
+        {
+            return Err(err(
+                "scope",
+                format!("[{i}]: expected a lower-case domain such as skola.kommunen.se"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Validated, ready-to-use configuration.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub public_base_url: Option<String>,
+    pub workers: Option<usize>,
+    pub max_body_bytes: usize,
+    pub log: LogConfig,
+    pub tenants: Vec<Arc<Tenant>>,
+    pub api_keys: Vec<ApiKey>,
+}
+
+/// Why a configuration was refused: one line per problem, each naming its key.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ConfigError(pub Vec<String>);
+
+/// The embedded defaults: HTTP on 127.0.0.1:8080, data in `./skolgrind-data`, one demo
+/// tenant whose API key is `demo_key`.
+pub fn embedded_defaults(demo_key: &str) -> Config {
+    Config {
+        version: CONFIG_VERSION,
+        server: ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./skolgrind-data"),
+            public_base_url: None,
+            workers: None,
+        },
+        limits: LimitsConfig::default(),
+        log: LogConfig::default(),
+        tenants: vec![TenantConfig {
+            id: "demo".into(),
+            name: "Demo school owner".into(),
+            organisation_number: None,
+            api_keys: vec![ApiKeyConfig::Hash(hash_for_config(demo_key))],
+            eppn_scopes: Vec::new(),
+            civic_no_check: CivicNoPolicy::Warn,
+        }],
+    }
+}
+
+fn env_overrides() -> Env {
+    Env::prefixed("SKOLGRIND_")
+        .ignore(&["DEMO_API_KEY"])
+        .split("__")
+}
+
+/// Loads a config file with environment overrides and validates it.
+pub fn load_file(path: &Path) -> Result<Runtime, ConfigError> {
+    if !path.is_file() {
+        return Err(ConfigError(vec![format!(
+            "{}: no such file",
+            path.display()
+        )]));
+    }
+    extract(Figment::from(Toml::file_exact(path)).merge(env_overrides()))
+}
+
+/// The embedded defaults with environment overrides.
+pub fn load_defaults(demo_key: &str) -> Result<Runtime, ConfigError> {
+    extract(Figment::from(Serialized::defaults(embedded_defaults(demo_key))).merge(env_overrides()))
+}
+
+fn extract(f: Figment) -> Result<Runtime, ConfigError> {
+    let cfg: Config = f
+        .extract()
+        .map_err(|e| ConfigError(e.into_iter().map(describe_figment).collect()))?;
+    cfg.validate().map_err(|e| {
+        let mut lines = Vec::new();
+        flatten("", &e, &mut lines);
+        ConfigError(lines)
+    })?;
+    to_runtime(cfg)
+}
+
+fn describe_figment(e: figment::Error) -> String {
+    let key = e.path.join(".");
+    let msg = e.kind.to_string();
+    let src = e
+        .metadata
+        .as_ref()
+        .map(|m| m.name.to_string())
+        .unwrap_or_default();
+    if key.is_empty() {
+        format!("{msg} ({src})")
+    } else {
+        format!("{key}: {msg} ({src})")
+    }
+}
+
+fn flatten(prefix: &str, errs: &ValidationErrors, out: &mut Vec<String>) {
+    let map: BTreeMap<_, _> = errs.errors().iter().collect();
+    for (field, kind) in map {
+        let path = if prefix.is_empty() {
+            field.to_string()
+        } else {
+            format!("{prefix}.{field}")
+        };
+        match kind {
+            ValidationErrorsKind::Field(list) => {
+                for e in list {
+                    let msg = e
+                        .message
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| describe_code(e));
+                    // Messages starting with an index (`[1]: …`) attach to the key directly.
+                    if msg.starts_with('[') {
+                        out.push(format!("{path}{msg}"));
+                    } else {
+                        out.push(format!("{path}: {msg}"));
+                    }
+                }
+            }
+            ValidationErrorsKind::Struct(inner) => flatten(&path, inner, out),
+            ValidationErrorsKind::List(items) => {
+                for (i, inner) in items {
+                    flatten(&format!("{path}[{i}]"), inner, out);
+                }
+            }
+        }
+    }
+}
+
+fn describe_code(e: &ValidationError) -> String {
+    let p = |k: &str| e.params.get(k).map(|v| v.to_string());
+    match e.code.as_ref() {
+        "range" => format!(
+            "must be between {} and {}",
+            p("min").unwrap_or_default(),
+            p("max").unwrap_or_default()
+        ),
+        "length" => format!(
+            "length must be between {} and {}",
+            p("min").unwrap_or_default(),
+            p("max").unwrap_or_default()
+        ),
+        other => format!("invalid ({other})"),
+    }
+}
+
+fn to_runtime(cfg: Config) -> Result<Runtime, ConfigError> {
+    let listen = cfg
+        .server
+        .listen
+        .parse()
+        .map_err(|_| ConfigError(vec!["server.listen: expected IP:port".into()]))?;
+    let mut tenants = Vec::new();
+    let mut api_keys = Vec::new();
+    for (ti, t) in cfg.tenants.into_iter().enumerate() {
+        let id = TenantId::parse(&t.id)
+            .map_err(|m| ConfigError(vec![format!("tenants[{ti}].id: {m}")]))?;
+        for (i, k) in t.api_keys.iter().enumerate() {
+            let hash = parse_hash(k.hash()).ok_or_else(|| {
+                ConfigError(vec![format!("tenants[{ti}].api_keys[{i}]: bad hash")])
+            })?;
+            let (expires, label) = match k {
+                ApiKeyConfig::Hash(_) => (None, None),
+                ApiKeyConfig::Detailed { expires, label, .. } => (*expires, label.clone()),
+            };
+            api_keys.push(ApiKey {
+                tenant: id.clone(),
+                hash,
+                label: label.unwrap_or_else(|| (i + 1).to_string()),
+                expires,
+            });
+        }
+        tenants.push(Arc::new(Tenant {
+            id,
+            name: t.name,
+            organisation_number: t.organisation_number,
+            eppn_scopes: t.eppn_scopes,
+            civic_no_policy: t.civic_no_check,
+        }));
+    }
+    Ok(Runtime {
+        listen,
+        data_dir: cfg.server.data_dir,
+        public_base_url: cfg.server.public_base_url,
+        workers: cfg.server.workers,
+        max_body_bytes: cfg.limits.max_body_bytes,
+        log: cfg.log,
+        tenants,
+        api_keys,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str) -> Result<Runtime, ConfigError> {
+        extract(Figment::from(Toml::string(toml)))
+    }
+
+    const GOOD: &str = r#"
+version = 1
+[server]
+listen = "127.0.0.1:8080"
+data_dir = "/tmp/x"
+[[tenants]]
+id = "kommunen"
+name = "Kommunen"
+api_keys = ["sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b",
+            { hash = "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b", expires = "2027-01-01", label = "next" }]
+"#;
+
+    #[test]
+    fn good_config() {
+        let r = load(GOOD).unwrap();
+        assert_eq!(r.tenants.len(), 1);
+        assert_eq!(r.api_keys.len(), 2);
+        assert_eq!(r.api_keys[1].label, "next");
+        assert_eq!(r.max_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn messages_name_the_bad_key() {
+        let cases = [
+            (
+                GOOD.replace("version = 1", "version = 2"),
+                "version: this build reads config version 1",
+            ),
+            (
+                GOOD.replace("127.0.0.1:8080", "localhost"),
+                "server.listen: expected IP:port",
+            ),
+            (
+                GOOD.replace("id = \"kommunen\"", "id = \"Kommunen\""),
+                "tenants[0].id: a tenant id is",
+            ),
+            (
+                GOOD.replacen("sha256:2bb8", "sha256:zzz", 1),
+                "tenants[0].api_keys[0]: expected \"sha256:\"",
+            ),
+            (
+                GOOD.replace("[server]", "[server]\nworkers = 0"),
+                "server.workers: must be between 1 and 256",
+            ),
+            (
+                GOOD.replace("[server]", "[server]\nlisten_typo = 1"),
+                "server.listen_typo: unknown field",
+            ),
+            (
+                GOOD.replace(
+                    "name = \"Kommunen\"",
+                    "name = \"Kommunen\"\neppn_scopes = [\"Bad Scope\"]",
+                ),
+                "tenants[0].eppn_scopes[0]: expected a lower-case domain",
+            ),
+            (
+                format!("{GOOD}\n[[tenants]]\nid = \"kommunen\"\nname = \"x\"\n"),
+                "tenants: tenant id 'kommunen' appears more than once",
+            ),
+            (
+                GOOD.replace("data_dir = \"/tmp/x\"", ""),
+                "server: missing field `data_dir`",
+            ),
+            (
+                GOOD.replace("version = 1", "version = \"one\""),
+                "version: invalid type",
+            ),
+        ];
+        for (toml, expected) in cases {
+            let e = load(&toml).unwrap_err().to_string();
+            assert!(e.contains(expected), "expected {expected:?} in {e:?}");
+        }
+    }
+
+    #[test]
+    fn embedded_defaults_validate() {
+        let r = extract(Figment::from(Serialized::defaults(embedded_defaults("k")))).unwrap();
+        assert_eq!(r.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(r.tenants[0].id.as_str(), "demo");
+    }
+}

@@ -1,0 +1,14 @@
+//! The domain room: canonical model, tenants, rules that hold for every protocol, the
+//! provisioning service and the one error enum. Nothing here knows HTTP, sled or a wire
+//! format.
+
+pub mod error;
+pub mod model;
+pub mod rules;
+pub mod service;
+pub mod tenant;
+
+pub use error::{ConflictKind, DomainError, RuleId, Violation};
+pub use model::{Entity, Kind, Meta, OrgType, Protocol, StoredObject};
+pub use service::{Provisioning, WriteContext, WriteOutcome};
+pub use tenant::{CivicNoPolicy, Tenant, TenantId};

@@ -1,0 +1,132 @@
+//! The `skolgrind` command.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use skolgrind::config::{self, LogFormat, Runtime, DEMO_KEY_ENV};
+
+#[derive(Parser)]
+#[command(
+    name = "skolgrind",
+    version,
+    about = "Receiving gateway for SS12000 school provisioning"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (without --config: embedded defaults with a demo tenant).
+    Serve {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file (with SKOLGRIND_* overrides) and say what is wrong.
+    CheckConfig { file: PathBuf },
+    /// Read an API key on stdin and print the value to put in the config.
+    HashKey,
+}
+
+fn init_logging(rt: &Runtime) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(rt.log.level.as_deref().unwrap_or("info")))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match rt.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn generate_key() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::HashKey => {
+            let mut key = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut key) {
+                eprintln!("cannot read stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+            let key = key.trim_end_matches(['\r', '\n']);
+            if key.is_empty() {
+                eprintln!("no key on stdin");
+                return ExitCode::FAILURE;
+            }
+            println!("{}", skolgrind::auth::api_key::hash_for_config(key));
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig { file } => match config::load_file(&file) {
+            Ok(rt) => {
+                println!(
+                    "{}: OK ({} tenants, {} API keys, listen {})",
+                    file.display(),
+                    rt.tenants.len(),
+                    rt.api_keys.len(),
+                    rt.listen
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: invalid configuration", file.display());
+                for line in e.0 {
+                    eprintln!("  {line}");
+                }
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config } => {
+            let loaded = match &config {
+                Some(path) => config::load_file(path),
+                None => {
+                    let (key, generated) = match std::env::var(DEMO_KEY_ENV) {
+                        Ok(k) if !k.is_empty() => (k, false),
+                        _ => (generate_key(), true),
+                    };
+                    let rt = config::load_defaults(&key);
+                    if rt.is_ok() {
+                        if generated {
+                            println!("demo tenant 'demo': generated API key {key} (set {DEMO_KEY_ENV} to choose one)");
+                        } else {
+                            println!("demo tenant 'demo': API key from {DEMO_KEY_ENV}");
+                        }
+                    }
+                    rt
+                }
+            };
+            let rt = match loaded {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("invalid configuration:");
+                    for line in e.0 {
+                        eprintln!("  {line}");
+                    }
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&rt);
+            let result = actix_web::rt::System::new().block_on(skolgrind::app::serve(rt));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "server failed");
+                    eprintln!("skolgrind: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! One behaviour suite every [`Store`] implementation must pass.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::{Decision, Op, Store, WriteEvent};
+use crate::domain::model::{Entity, Group, Meta, Person};
+use crate::domain::{ConflictKind, DomainError, Kind, Protocol, StoredObject, TenantId};
+
+fn t(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+fn ev() -> WriteEvent {
+    WriteEvent {
+        protocol: Protocol::EgilScim,
+        credential: "k1".into(),
+        at: Utc::now(),
+    }
+}
+
+fn person(tenant: &TenantId, id: &str, eppn: &str, civic: Option<&str>) -> StoredObject {
+    StoredObject {
+        tenant: tenant.clone(),
+        id: id.into(),
+        entity: Entity::Person(Person {
+            given_name: None,
+            family_name: None,
+            display_name: None,
+            eppns: vec![eppn.into()],
+            civic_no: civic.map(Into::into),
+            emails: vec![],
+            security_marking: None,
+            external_identifiers: vec![],
+            enrolments: vec![],
+            relations: vec![],
+        }),
+        meta: Meta {
+            created: Utc::now(),
+            last_modified: Utc::now(),
+            version: 1,
+            protocol: Protocol::EgilScim,
+            credential: "k1".into(),
+        },
+        raw: "{\"x\":1}".into(),
+        flags: vec![],
+    }
+}
+
+async fn put(s: &dyn Store, o: StoredObject) -> Result<(), DomainError> {
+    let (tenant, kind, id) = (o.tenant.clone(), o.kind(), o.id.clone());
+    let mut o = Some(o);
+    let c = s.write(&tenant, kind, &id, &ev(), &mut |_| {
+        Ok(Decision::Put(Box::new(o.take().unwrap())))
+    })?;
+    c.durable.wait().await.map_err(DomainError::from)
+}
+
+async fn del(s: &dyn Store, tenant: &TenantId, kind: Kind, id: &str) -> Result<(), DomainError> {
+    let c = s.write(tenant, kind, id, &ev(), &mut |_| Ok(Decision::Delete))?;
+    c.durable.wait().await.map_err(DomainError::from)
+}
+
+pub async fn run(s: Arc<dyn Store>) {
+    let (a, b) = (t("a"), t("b"));
+    // Round trip, raw kept byte for byte.
+    put(&*s, person(&a, "p1", "x@k.se", Some("200406042903")))
+        .await
+        .unwrap();
+    let got = s.get(&a, Kind::Person, "p1").unwrap().unwrap();
+    assert_eq!(got.raw, "{\"x\":1}");
+    // Tenants and kinds are separate namespaces.
+    assert!(s.get(&b, Kind::Person, "p1").unwrap().is_none());
+    assert!(s.get(&a, Kind::Group, "p1").unwrap().is_none());
+    // Indexes.
+    assert_eq!(
+        s.find_eppn("x@k.se").unwrap(),
+        Some((a.clone(), "p1".into()))
+    );
+    assert_eq!(
+        s.find_civic_no(&a, "200406042903").unwrap(),
+        vec!["p1".to_string()]
+    );
+    assert!(s.find_civic_no(&b, "200406042903").unwrap().is_empty());
+    // Unique EPPN across tenants: the write is refused and nothing changes.
+    let err = put(&*s, person(&b, "p9", "x@k.se", None))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        DomainError::Conflict(ConflictKind::Unique {
+            path: "person.eppns[0]".into()
+        })
+    );
+    assert!(s.get(&b, Kind::Person, "p9").unwrap().is_none());
+    assert_eq!(s.count(&b, Kind::Person).unwrap(), 0);
+    // Re-writing the same person with the same EPPN is fine; changing it frees the old.
+    put(&*s, person(&a, "p1", "x@k.se", None)).await.unwrap();
+    assert!(s.find_civic_no(&a, "200406042903").unwrap().is_empty());
+    put(&*s, person(&a, "p1", "y@k.se", None)).await.unwrap();
+    assert_eq!(s.find_eppn("x@k.se").unwrap(), None);
+    put(&*s, person(&b, "p9", "x@k.se", None)).await.unwrap();
+    // The decide closure sees the current object and its error aborts the write.
+    let err = s
+        .write(&a, Kind::Person, "p1", &ev(), &mut |cur| {
+            assert!(cur.is_some());
+            Err(DomainError::NotFound)
+        })
+        .err()
+        .unwrap();
+    assert_eq!(err, DomainError::NotFound);
+    // Paging is ordered by id and stable.
+    for i in 0..25 {
+        let g = StoredObject {
+            entity: Entity::Group(Group {
+                display_name: format!("g{i}"),
+                group_type: None,
+                school_type: None,
+                owner: "o".into(),
+                members: vec![],
+            }),
+            ..person(&a, &format!("g{i:02}"), "unused@k.se", None)
+        };
+        put(&*s, g).await.unwrap();
+    }
+    assert_eq!(s.count(&a, Kind::Group).unwrap(), 25);
+    let p1 = s.page(&a, Kind::Group, 0, 10).unwrap();
+    let p3 = s.page(&a, Kind::Group, 20, 10).unwrap();
+    assert_eq!(p1.len(), 10);
+    assert_eq!(p3.len(), 5);
+    assert_eq!(p1[0].id, "g00");
+    assert_eq!(p3[4].id, "g24");
+    assert!(s.page(&a, Kind::Group, 25, 10).unwrap().is_empty());
+    assert!(s.page(&b, Kind::Group, 0, 10).unwrap().is_empty());
+    // Delete removes object and indexes; change feed and audit record every write.
+    del(&*s, &b, Kind::Person, "p9").await.unwrap();
+    assert_eq!(s.find_eppn("x@k.se").unwrap(), None);
+    let changes = s.changes(0, 1000).unwrap();
+    assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(changes.last().unwrap().op, Op::Delete);
+    let after = changes[changes.len() - 2].seq;
+    assert_eq!(s.changes(after, 10).unwrap().len(), 1);
+    let audit_b = s.audit(&b, 0, 100).unwrap();
+    assert_eq!(
+        audit_b.iter().map(|r| r.op).collect::<Vec<_>>(),
+        vec![Op::Create, Op::Delete]
+    );
+    assert!(audit_b
+        .iter()
+        .all(|r| r.tenant == b && r.credential == "k1"));
+    s.check_health().unwrap();
+    s.flush().unwrap();
+}
+
+#[tokio::test]
+async fn memory_store_conforms() {
+    run(Arc::new(super::memory::MemoryStore::in_memory())).await;
+}
+
+#[tokio::test]
+async fn sled_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    run(Arc::new(
+        super::sled_kv::SledStore::open_dir(dir.path()).unwrap(),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn sled_store_keeps_data_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = super::sled_kv::SledStore::open_dir(dir.path()).unwrap();
+        put(&s, person(&t("a"), "p1", "x@k.se", None))
+            .await
+            .unwrap();
+    }
+    let s = super::sled_kv::SledStore::open_dir(dir.path()).unwrap();
+    assert!(s.get(&t("a"), Kind::Person, "p1").unwrap().is_some());
+    let before = s.changes(0, 10).unwrap().last().unwrap().seq;
+    put(&s, person(&t("a"), "p2", "z@k.se", None))
+        .await
+        .unwrap();
+    assert!(
+        s.changes(0, 10).unwrap().last().unwrap().seq > before,
+        "sequence numbers grow across restarts"
+    );
+}

@@ -1,0 +1,353 @@
+//! The key layout shared by the ordered key-value engines, and the [`Store`]
+//! implementation on top of it.
+//!
+//! Keys (all tenants' data for one kind is a contiguous range, so a purge is a range
+//! delete):
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `o/` | `o/{tenant}/{kind}/{id}` | version byte + JSON [`StoredObject`] |
+//! | `e/` | `e/{eppn}` | `{tenant}/{person id}` (global: EPPNs are unique across tenants) |
+//! | `c/` | `c/{tenant}/{civic no}/{person id}` | empty |
+//! | `f/` | `f/{seq:016x}` | JSON [`ChangeRecord`] |
+//! | `a/` | `a/{tenant}/{seq:016x}` | JSON [`AuditRecord`] |
+//! | `h/` | `h/probe` | health probe |
+
+use std::sync::Mutex;
+
+use super::{
+    AuditRecord, ChangeRecord, Committed, Decide, Decision, Durable, Op, Store, StoreError,
+    WriteEvent,
+};
+use crate::domain::{ConflictKind, DomainError, Entity, Kind, StoredObject, TenantId};
+
+/// Format version of stored object values.
+const VALUE_VERSION: u8 = 1;
+
+/// One write of a batch: `None` deletes the key.
+pub type KvOp = (Vec<u8>, Option<Vec<u8>>);
+
+/// An ordered key-value engine with atomic batches and an explicit durability point.
+pub trait Kv: Send + Sync + 'static {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Calls `f` for every entry whose key starts with `prefix`, in key order, until it
+    /// returns `false`.
+    fn scan(
+        &self,
+        prefix: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError>;
+    /// Entries with `prefix` and key > `after`, in order, until `f` returns false.
+    fn scan_after(
+        &self,
+        prefix: &[u8],
+        after: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError>;
+    /// Applies all operations atomically (visible to readers, not yet durable).
+    fn apply(&self, ops: Vec<KvOp>) -> Result<(), StoreError>;
+    /// A strictly increasing sequence number that survives restarts.
+    fn next_seq(&self) -> Result<u64, StoreError>;
+    /// A handle that resolves once everything applied so far is durable.
+    fn durable(&self) -> Durable;
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+pub struct KvStore<B: Kv> {
+    kv: B,
+    write_lock: Mutex<()>,
+}
+
+impl<B: Kv> KvStore<B> {
+    pub fn new(kv: B) -> Self {
+        Self {
+            kv,
+            write_lock: Mutex::new(()),
+        }
+    }
+
+    pub fn engine(&self) -> &B {
+        &self.kv
+    }
+}
+
+fn object_prefix(tenant: &TenantId, kind: Kind) -> Vec<u8> {
+    format!("o/{}/{}/", tenant, kind.as_str()).into_bytes()
+}
+
+fn object_key(tenant: &TenantId, kind: Kind, id: &str) -> Vec<u8> {
+    format!("o/{}/{}/{}", tenant, kind.as_str(), id).into_bytes()
+}
+
+fn eppn_key(eppn: &str) -> Vec<u8> {
+    format!("e/{eppn}").into_bytes()
+}
+
+fn civic_key(tenant: &TenantId, civic: &str, id: &str) -> Vec<u8> {
+    format!("c/{tenant}/{civic}/{id}").into_bytes()
+}
+
+fn encode_object(o: &StoredObject) -> Result<Vec<u8>, StoreError> {
+    let mut v = vec![VALUE_VERSION];
+    serde_json::to_writer(&mut v, o).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(v)
+}
+
+fn decode_object(v: &[u8]) -> Result<StoredObject, StoreError> {
+    match v.split_first() {
+        Some((&VALUE_VERSION, rest)) => {
+            serde_json::from_slice(rest).map_err(|e| StoreError::Corrupt(e.to_string()))
+        }
+        _ => Err(StoreError::Corrupt("unknown value version".into())),
+    }
+}
+
+fn encode<T: serde::Serialize>(t: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(t).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Index values an object contributes: unique EPPNs (with their canonical path) and civic
+/// numbers.
+fn person_indexes(o: Option<&StoredObject>) -> (Vec<(String, String)>, Option<String>) {
+    match o.map(|o| &o.entity) {
+        Some(Entity::Person(p)) => (
+            p.eppns
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.clone(), format!("person.eppns[{i}]")))
+                .collect(),
+            p.civic_no.clone(),
+        ),
+        _ => (Vec::new(), None),
+    }
+}
+
+impl<B: Kv> Store for KvStore<B> {
+    fn get(
+        &self,
+        tenant: &TenantId,
+        kind: Kind,
+        id: &str,
+    ) -> Result<Option<StoredObject>, StoreError> {
+        self.kv
+            .get(&object_key(tenant, kind, id))?
+            .map(|v| decode_object(&v))
+            .transpose()
+    }
+
+    fn count(&self, tenant: &TenantId, kind: Kind) -> Result<usize, StoreError> {
+        let mut n = 0usize;
+        self.kv.scan(&object_prefix(tenant, kind), &mut |_, _| {
+            n += 1;
+            true
+        })?;
+        Ok(n)
+    }
+
+    fn page(
+        &self,
+        tenant: &TenantId,
+        kind: Kind,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<StoredObject>, StoreError> {
+        let mut out = Vec::new();
+        let mut err = None;
+        let mut skipped = 0usize;
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.kv.scan(&object_prefix(tenant, kind), &mut |_, v| {
+            if skipped < offset {
+                skipped += 1;
+                return true;
+            }
+            match decode_object(v) {
+                Ok(o) => out.push(o),
+                Err(e) => {
+                    err = Some(e);
+                    return false;
+                }
+            }
+            out.len() < limit
+        })?;
+        match err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    fn find_eppn(&self, eppn: &str) -> Result<Option<(TenantId, String)>, StoreError> {
+        let Some(v) = self.kv.get(&eppn_key(eppn))? else {
+            return Ok(None);
+        };
+        let s = String::from_utf8(v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (t, id) = s
+            .split_once('/')
+            .ok_or_else(|| StoreError::Corrupt("eppn index value".into()))?;
+        let t = TenantId::parse(t).map_err(StoreError::Corrupt)?;
+        Ok(Some((t, id.to_owned())))
+    }
+
+    fn find_civic_no(&self, tenant: &TenantId, civic_no: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = format!("c/{tenant}/{civic_no}/").into_bytes();
+        let mut out = Vec::new();
+        self.kv.scan(&prefix, &mut |k, _| {
+            out.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+            true
+        })?;
+        Ok(out)
+    }
+
+    fn write(
+        &self,
+        tenant: &TenantId,
+        kind: Kind,
+        id: &str,
+        event: &WriteEvent,
+        decide: Decide<'_>,
+    ) -> Result<Committed, DomainError> {
+        let key = object_key(tenant, kind, id);
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = self.kv.get(&key)?.map(|v| decode_object(&v)).transpose()?;
+        let decision = decide(previous.as_ref())?;
+        let mut ops: Vec<KvOp> = Vec::new();
+        let current = match decision {
+            Decision::Put(o) => Some(*o),
+            Decision::Delete => None,
+        };
+
+        // Secondary indexes: remove what the old version contributed, add the new.
+        let (old_eppns, old_civic) = person_indexes(previous.as_ref());
+        let (new_eppns, new_civic) = person_indexes(current.as_ref());
+        let owner = format!("{tenant}/{id}");
+        for (eppn, path) in &new_eppns {
+            if let Some(v) = self.kv.get(&eppn_key(eppn))? {
+                if v != owner.as_bytes() {
+                    return Err(DomainError::Conflict(ConflictKind::Unique {
+                        path: path.clone(),
+                    }));
+                }
+            }
+        }
+        for (eppn, _) in &old_eppns {
+            if !new_eppns.iter().any(|(e, _)| e == eppn) {
+                ops.push((eppn_key(eppn), None));
+            }
+        }
+        for (eppn, _) in &new_eppns {
+            ops.push((eppn_key(eppn), Some(owner.clone().into_bytes())));
+        }
+        if old_civic != new_civic {
+            if let Some(c) = &old_civic {
+                ops.push((civic_key(tenant, c, id), None));
+            }
+        }
+        if let Some(c) = &new_civic {
+            ops.push((civic_key(tenant, c, id), Some(Vec::new())));
+        }
+
+        let op = match (&previous, &current) {
+            (None, Some(_)) => Op::Create,
+            (Some(_), Some(_)) => Op::Update,
+            (_, None) => Op::Delete,
+        };
+        match &current {
+            Some(o) => ops.push((key, Some(encode_object(o)?))),
+            None => ops.push((key, None)),
+        }
+        let seq = self.kv.next_seq()?;
+        let change = ChangeRecord {
+            seq,
+            tenant: tenant.clone(),
+            kind,
+            id: id.to_owned(),
+            op,
+            at: event.at,
+        };
+        ops.push((format!("f/{seq:016x}").into_bytes(), Some(encode(&change)?)));
+        let audit = AuditRecord {
+            seq,
+            at: event.at,
+            tenant: tenant.clone(),
+            credential: event.credential.clone(),
+            protocol: event.protocol,
+            kind,
+            id: id.to_owned(),
+            op,
+        };
+        ops.push((
+            format!("a/{tenant}/{seq:016x}").into_bytes(),
+            Some(encode(&audit)?),
+        ));
+        self.kv.apply(ops)?;
+        drop(_guard);
+        Ok(Committed {
+            previous,
+            current,
+            durable: self.kv.durable(),
+        })
+    }
+
+    fn changes(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StoreError> {
+        collect_after(&self.kv, b"f/".to_vec(), after, limit)
+    }
+
+    fn audit(
+        &self,
+        tenant: &TenantId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        collect_after(&self.kv, format!("a/{tenant}/").into_bytes(), after, limit)
+    }
+
+    fn check_health(&self) -> Result<(), StoreError> {
+        let stamp = chrono::Utc::now().timestamp_millis().to_be_bytes().to_vec();
+        self.kv
+            .apply(vec![(b"h/probe".to_vec(), Some(stamp.clone()))])?;
+        match self.kv.get(b"h/probe")? {
+            Some(v) if v == stamp => Ok(()),
+            _ => Err(StoreError::Io(
+                "health probe read back a different value".into(),
+            )),
+        }
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.kv.flush()
+    }
+}
+
+fn collect_after<B: Kv, T: serde::de::DeserializeOwned>(
+    kv: &B,
+    prefix: Vec<u8>,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<T>, StoreError> {
+    let mut start = prefix.clone();
+    start.extend_from_slice(format!("{after:016x}").as_bytes());
+    let mut out = Vec::new();
+    let mut err = None;
+    if limit == 0 {
+        return Ok(out);
+    }
+    kv.scan_after(&prefix, &start, &mut |_, v| {
+        match decode(v) {
+            Ok(t) => out.push(t),
+            Err(e) => {
+                err = Some(e);
+                return false;
+            }
+        }
+        out.len() < limit
+    })?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}

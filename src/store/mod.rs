@@ -1,0 +1,181 @@
+//! The store room: one trait, [`Store`], that the domain persists through, and its
+//! implementations. Today both implementations share one key layout ([`kv::KvStore`]) over
+//! an ordered key-value engine: [`sled_kv::SledKv`] on disk and [`memory::MemoryKv`] for
+//! tests. A PostgreSQL implementation would implement [`Store`] directly and pass the same
+//! [`conformance`] suite.
+//!
+//! Every write goes through [`Store::write`]: under the store's write lock the current
+//! object is read, the domain's `decide` closure chooses what to do, and the object, its
+//! index entries, a change-feed entry and an audit entry are applied as one atomic batch.
+//! The returned [`Committed::durable`] resolves once a flush covering the batch is on disk
+//! (concurrent writers share flushes: group commit).
+
+pub mod kv;
+pub mod memory;
+pub mod sled_kv;
+
+#[cfg(test)]
+mod conformance;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{DomainError, Kind, Protocol, StoredObject, TenantId};
+
+/// A storage failure. Its text goes to the log only; clients see `Unavailable`/`Internal`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    #[error("stored data could not be decoded: {0}")]
+    Corrupt(String),
+}
+
+impl From<StoreError> for DomainError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store failure");
+        match e {
+            StoreError::Io(_) => DomainError::Unavailable,
+            StoreError::Corrupt(_) => DomainError::Internal,
+        }
+    }
+}
+
+/// What the domain decided to do with the object under the write lock.
+#[derive(Debug)]
+pub enum Decision {
+    Put(Box<StoredObject>),
+    Delete,
+}
+
+/// The operation recorded in the change feed and the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+}
+
+/// Who wrote, how and when: kept in the audit trail (never the personal data itself).
+#[derive(Debug, Clone)]
+pub struct WriteEvent {
+    pub protocol: Protocol,
+    pub credential: String,
+    pub at: DateTime<Utc>,
+}
+
+/// One entry of the change feed: the object `(tenant, kind, id)` changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    pub seq: u64,
+    pub tenant: TenantId,
+    pub kind: Kind,
+    pub id: String,
+    pub op: Op,
+    pub at: DateTime<Utc>,
+}
+
+/// One entry of the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub tenant: TenantId,
+    pub credential: String,
+    pub protocol: Protocol,
+    pub kind: Kind,
+    pub id: String,
+    pub op: Op,
+}
+
+type DurableFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// Resolves when the write it belongs to is on disk.
+pub struct Durable(Option<DurableFuture>);
+
+impl Durable {
+    pub fn ready() -> Self {
+        Durable(None)
+    }
+
+    pub fn pending(f: impl Future<Output = Result<(), StoreError>> + Send + 'static) -> Self {
+        Durable(Some(Box::pin(f)))
+    }
+
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.0 {
+            None => Ok(()),
+            Some(f) => f.await,
+        }
+    }
+}
+
+/// The result of a write: the object before it, the object after it, and the durability
+/// handle to await before acknowledging.
+pub struct Committed {
+    pub previous: Option<StoredObject>,
+    pub current: Option<StoredObject>,
+    pub durable: Durable,
+}
+
+/// The closure the domain passes to [`Store::write`].
+pub type Decide<'a> = &'a mut dyn FnMut(Option<&StoredObject>) -> Result<Decision, DomainError>;
+
+pub trait Store: Send + Sync + 'static {
+    fn get(
+        &self,
+        tenant: &TenantId,
+        kind: Kind,
+        id: &str,
+    ) -> Result<Option<StoredObject>, StoreError>;
+
+    /// Number of objects of a kind in a tenant.
+    fn count(&self, tenant: &TenantId, kind: Kind) -> Result<usize, StoreError>;
+
+    /// Objects of a kind in a tenant ordered by id, skipping `offset`, at most `limit`.
+    fn page(
+        &self,
+        tenant: &TenantId,
+        kind: Kind,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<StoredObject>, StoreError>;
+
+    /// The person holding a (normalised) EPPN, in any tenant.
+    fn find_eppn(&self, eppn: &str) -> Result<Option<(TenantId, String)>, StoreError>;
+
+    /// The persons of a tenant with this civic number.
+    fn find_civic_no(&self, tenant: &TenantId, civic_no: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Atomically: read the current object, let `decide` choose, enforce unique indexes
+    /// (EPPN → `Conflict(Unique)`), write object + indexes + change feed + audit entry.
+    fn write(
+        &self,
+        tenant: &TenantId,
+        kind: Kind,
+        id: &str,
+        event: &WriteEvent,
+        decide: Decide<'_>,
+    ) -> Result<Committed, DomainError>;
+
+    /// Change-feed entries with `seq > after`, oldest first.
+    fn changes(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StoreError>;
+
+    /// Audit entries of one tenant with `seq > after`, oldest first.
+    fn audit(
+        &self,
+        tenant: &TenantId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// A cheap read-and-write probe for readiness checks.
+    fn check_health(&self) -> Result<(), StoreError>;
+
+    /// Flush everything to disk now (used at shutdown).
+    fn flush(&self) -> Result<(), StoreError>;
+}

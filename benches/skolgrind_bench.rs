@@ -1,1 +1,689 @@
-fn main() {}
+//! Throughput benchmark: pushes a synthetic municipality to Skolgrind over EGIL SCIM and
+//! compares it with an empty actix-web handler run with the same process setup.
+//!
+//! ```text
+//! cargo bench --bench skolgrind-bench -- egil [--pupils N] [--staff N] [--groups N]
+//!     [--activities N] [--connections N] [--baseline-seconds S] [--quick]
+//! ```
+//!
+//! Everything runs in one process: the real server (sled store, durable writes) and the
+//! baseline server each on their own actix system thread, the clients on a separate
+//! two-thread tokio runtime. Each worker owns one HTTP/1.1 keep-alive connection and
+//! pulls the next request from a shared counter; resource types are sent in EGIL order
+//! with a barrier between types, so references point at objects already created.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::{Server, ServerHandle};
+// The `bytes` crate as re-exported by actix-web; reqwest accepts it as a body, and
+// cloning it per request is a reference-count bump rather than a copy.
+use actix_web::web::{self, Bytes};
+use actix_web::{App, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+use skolgrind::config;
+use tokio::runtime::Runtime;
+use uuid::Uuid;
+
+const USAGE: &str = "usage: cargo bench --bench skolgrind-bench -- egil [--pupils N] [--staff N] \
+[--groups N] [--activities N] [--connections N] [--baseline-seconds S] [--quick]";
+
+/// The demo tenant's API key in the embedded default config.
+const API_KEY: &str = "bench-key";
+/// Actix workers for both servers (the machine's core count in CI).
+const SERVER_WORKERS: usize = 2;
+/// Connection counts run when `--connections` is not given.
+const DEFAULT_CONNECTIONS: [usize; 2] = [1, 16];
+/// `--quick` divides every size by this.
+const QUICK_DIVISOR: usize = 50;
+const PUPILS_PER_SCHOOL_UNIT: usize = 500;
+const GROUP_SIZE: usize = 25;
+
+/// How big the synthetic municipality is.
+struct Sizes {
+    pupils: usize,
+    staff: usize,
+    groups: usize,
+    activities: usize,
+}
+
+/// The parsed command line.
+struct Options {
+    sizes: Sizes,
+    connections: Vec<usize>,
+    /// Stops the baseline push after this long instead of sending every request.
+    baseline_limit: Option<Duration>,
+}
+
+impl Options {
+    /// Parses the arguments after the program name. The scenario name `egil` is the only
+    /// one and may be left out; the `--bench` flag cargo appends is ignored.
+    fn parse(args: impl Iterator<Item = String>) -> Result<Self, String> {
+        let mut sizes = Sizes {
+            pupils: 50_000,
+            staff: 5_000,
+            groups: 3_000,
+            activities: 10_000,
+        };
+        let mut connections = DEFAULT_CONNECTIONS.to_vec();
+        let mut baseline_limit = None;
+        let mut quick = false;
+        let mut args = args;
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+            match arg.as_str() {
+                "egil" | "--bench" => {}
+                "--quick" => quick = true,
+                "--pupils" => sizes.pupils = count(&arg, &value()?)?,
+                "--staff" => sizes.staff = count(&arg, &value()?)?,
+                "--groups" => sizes.groups = count(&arg, &value()?)?,
+                "--activities" => sizes.activities = count(&arg, &value()?)?,
+                "--connections" => connections = vec![count(&arg, &value()?)?],
+                "--baseline-seconds" => {
+                    let v = value()?;
+                    let secs = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|s| s.is_finite() && *s > 0.0)
+                        .ok_or(format!("{arg}: {v:?} is not a positive number of seconds"))?;
+                    baseline_limit = Some(Duration::from_secs_f64(secs));
+                }
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        if quick {
+            for n in [
+                &mut sizes.pupils,
+                &mut sizes.staff,
+                &mut sizes.groups,
+                &mut sizes.activities,
+            ] {
+                *n = (*n / QUICK_DIVISOR).max(1);
+            }
+        }
+        Ok(Options {
+            sizes,
+            connections,
+            baseline_limit,
+        })
+    }
+}
+
+/// Parses a count of at least one.
+fn count(flag: &str, v: &str) -> Result<usize, String> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or(format!("{flag}: {v:?} is not a whole number of at least 1"))
+}
+
+// ---------------------------------------------------------------------------------------
+// The synthetic municipality
+// ---------------------------------------------------------------------------------------
+
+/// The object kinds; each has its own id range so ids never collide across types.
+#[derive(Clone, Copy)]
+enum Kind {
+    Organisation = 1,
+    SchoolUnitGroup,
+    SchoolUnit,
+    User,
+    Employment,
+    StudentGroup,
+    Activity,
+}
+
+impl Kind {
+    /// The EGIL resource type, as in the URL path and in `$ref`.
+    fn resource(self) -> &'static str {
+        match self {
+            Kind::Organisation => "Organisations",
+            Kind::SchoolUnitGroup => "SchoolUnitGroups",
+            Kind::SchoolUnit => "SchoolUnits",
+            Kind::User => "Users",
+            Kind::Employment => "Employments",
+            Kind::StudentGroup => "StudentGroups",
+            Kind::Activity => "Activities",
+        }
+    }
+
+    /// The deterministic id of the `index`th object of this kind: a version 4 layout
+    /// `5c01000K-0000-4000-8000-IIIIIIIIIIII`, K the kind and I the index.
+    fn id(self, index: usize) -> String {
+        let bits = (0x5c01_0000 | self as u128) << 96 | 0x4000 << 64 | 0x8000 << 48 | index as u128;
+        Uuid::from_u128(bits).hyphenated().to_string()
+    }
+
+    /// A SCIM reference to the `index`th object of this kind.
+    fn reference(self, index: usize) -> Value {
+        let id = self.id(index);
+        json!({"value": id, "$ref": format!("{}/{id}", self.resource())})
+    }
+}
+
+const SIS: &str = "urn:scim:schemas:extension:sis:school:1.0";
+
+/// The requests for one resource type.
+struct Batch {
+    kind: Kind,
+    bodies: Vec<Bytes>,
+}
+
+/// Every request body, in EGIL order.
+struct Municipality {
+    batches: Vec<Batch>,
+}
+
+impl Municipality {
+    fn requests(&self) -> usize {
+        self.batches.iter().map(|b| b.bodies.len()).sum()
+    }
+
+    fn bytes(&self) -> usize {
+        self.batches
+            .iter()
+            .flat_map(|b| &b.bodies)
+            .map(Bytes::len)
+            .sum()
+    }
+}
+
+/// Builds one batch from the JSON documents for objects `0..n` of a kind.
+fn batch(kind: Kind, n: usize, doc: impl Fn(usize) -> Value) -> Batch {
+    let bodies = (0..n)
+        .map(|i| Bytes::from(serde_json::to_vec(&doc(i)).unwrap()))
+        .collect();
+    Batch { kind, bodies }
+}
+
+/// Generates the municipality: one organisation and school-unit group, a school unit per
+/// 500 pupils (at least two), pupils enrolled in them, staff each with one teaching
+/// employment, student groups of 25 pupils, and activities for the groups taught by one
+/// or two of the employments, every tenth with a parent activity.
+fn generate(s: &Sizes) -> Municipality {
+    let units = (s.pupils / PUPILS_PER_SCHOOL_UNIT).max(2);
+    let unit_of_pupil = |p: usize| p * units / s.pupils;
+    let first_member = |g: usize| (g * GROUP_SIZE) % s.pupils;
+    let owner_of_group = |g: usize| unit_of_pupil(first_member(g));
+
+    let org = |kind: Kind, name: &str| {
+        batch(kind, 1, |i| {
+            json!({
+                "schemas": [format!("{SIS}:{}", &kind.resource()[..kind.resource().len() - 1])],
+                "externalId": kind.id(i),
+                "displayName": name,
+            })
+        })
+    };
+    let school_units = batch(Kind::SchoolUnit, units, |u| {
+        json!({
+            "schemas": [format!("{SIS}:SchoolUnit")],
+            "externalId": Kind::SchoolUnit.id(u),
+            "displayName": format!("Skola {}", u + 1),
+            "schoolUnitCode": format!("{:08}", 10_000_000 + u),
+            "organisation": Kind::Organisation.reference(0),
+            "schoolUnitGroup": Kind::SchoolUnitGroup.reference(0),
+            "municipalityCode": "9999",
+        })
+    });
+    let users = batch(Kind::User, s.pupils + s.staff, |i| {
+        let id = Kind::User.id(i);
+        let mut doc = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", format!("{SIS}:User")],
+            "externalId": id,
+            "userName": format!("{id}@edu.bench.example"),
+        });
+        let (display, given, family, email, school) = if i < s.pupils {
+            // Born 2010..=2018; the oldest are in year 9.
+            let enrolment = json!({
+                "value": Kind::SchoolUnit.id(unit_of_pupil(i)),
+                "$ref": format!("SchoolUnits/{}", Kind::SchoolUnit.id(unit_of_pupil(i))),
+                "schoolYear": 9 - i % 9,
+                "schoolType": "GR",
+            });
+            let school = json!({"enrolments": [enrolment], "civicNo": civic_no(2010, 9, i)});
+            let n = i + 1;
+            (
+                format!("Elev {n}"),
+                "Elev",
+                "Elevsson",
+                format!("e{n}"),
+                school,
+            )
+        } else {
+            let n = i - s.pupils + 1;
+            let school = json!({"civicNo": civic_no(1960, 40, i - s.pupils)});
+            (
+                format!("Lärare {n}"),
+                "Lärare",
+                "Lärarsson",
+                format!("l{n}"),
+                school,
+            )
+        };
+        doc["displayName"] = json!(display);
+        doc["name"] = json!({"familyName": family, "givenName": given});
+        doc["emails"] = json!([{"value": format!("{email}@skola.bench.example")}]);
+        doc[format!("{SIS}:User")] = school;
+        doc
+    });
+    let employments = batch(Kind::Employment, s.staff, |e| {
+        json!({
+            "schemas": [format!("{SIS}:Employment")],
+            "externalId": Kind::Employment.id(e),
+            "employedAt": Kind::SchoolUnit.reference(e % units),
+            "user": Kind::User.reference(s.pupils + e),
+            "employmentRole": "Lärare",
+            "signature": signature(e),
+        })
+    });
+    let groups = batch(Kind::StudentGroup, s.groups, |g| {
+        let members: Vec<Value> = (0..GROUP_SIZE.min(s.pupils))
+            .map(|k| Kind::User.reference((first_member(g) + k) % s.pupils))
+            .collect();
+        json!({
+            "schemas": [format!("{SIS}:StudentGroup")],
+            "externalId": Kind::StudentGroup.id(g),
+            "displayName": format!("Grupp {}", g + 1),
+            "studentGroupType": "Undervisning",
+            "owner": Kind::SchoolUnit.reference(owner_of_group(g)),
+            "schoolType": "GR",
+            "studentMemberships": members,
+        })
+    });
+    let activities = batch(Kind::Activity, s.activities, |a| {
+        let g = a % s.groups;
+        let mut teachers = vec![Kind::Employment.reference(a % s.staff)];
+        if a % 3 == 0 && s.staff > 1 {
+            teachers.push(Kind::Employment.reference((a + 1) % s.staff));
+        }
+        let mut doc = json!({
+            "schemas": [format!("{SIS}:Activity")],
+            "externalId": Kind::Activity.id(a),
+            "displayName": format!("Grupp {}-Activity", g + 1),
+            "owner": Kind::SchoolUnit.reference(owner_of_group(g)),
+            "groups": [Kind::StudentGroup.reference(g)],
+            "teachers": teachers,
+        });
+        if a % 10 == 9 {
+            doc["parentActivity"] = json!([{"value": Kind::Activity.id(a - 9)}]);
+        }
+        doc
+    });
+    Municipality {
+        batches: vec![
+            org(Kind::Organisation, "Kommunen"),
+            org(Kind::SchoolUnitGroup, "Kommunens skolor"),
+            school_units,
+            users,
+            employments,
+            groups,
+            activities,
+        ],
+    }
+}
+
+/// The `i`th distinct valid civic number `YYYYMMDDNNNC` with a birth year in
+/// `first_year..first_year + years` (unique for `i` below `years * 12 * 28 * 1000`).
+fn civic_no(first_year: usize, years: usize, i: usize) -> String {
+    let year = first_year + i % years;
+    let rest = i / years;
+    let month = 1 + rest % 12;
+    let day = 1 + rest / 12 % 28;
+    let serial = rest / (12 * 28) % 1000;
+    let nine = format!("{:02}{month:02}{day:02}{serial:03}", year % 100);
+    format!("{year}{}{}", &nine[2..], luhn_check_digit(&nine))
+}
+
+/// The Luhn check digit for `digits` (weights 2, 1, 2, 1, … from the left).
+fn luhn_check_digit(digits: &str) -> u32 {
+    let sum: u32 = digits
+        .bytes()
+        .enumerate()
+        .map(|(i, d)| {
+            let v = u32::from(d - b'0') * if i % 2 == 0 { 2 } else { 1 };
+            v / 10 + v % 10
+        })
+        .sum();
+    (10 - sum % 10) % 10
+}
+
+/// A four-letter staff signature derived from the index.
+fn signature(i: usize) -> String {
+    (0..4)
+        .map(|k| char::from(b'a' + (i / 26usize.pow(k) % 26) as u8))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Servers
+// ---------------------------------------------------------------------------------------
+
+/// A server running on its own actix system thread.
+struct Running {
+    base: String,
+    handle: ServerHandle,
+    thread: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    fn start(server: Server, addr: SocketAddr) -> Self {
+        let handle = server.handle();
+        let thread = std::thread::spawn(move || actix_web::rt::System::new().block_on(server));
+        Running {
+            base: format!("http://{addr}"),
+            handle,
+            thread,
+        }
+    }
+
+    /// Skolgrind with the embedded default config, storing in `data_dir`.
+    fn skolgrind(data_dir: &Path) -> Self {
+        let mut cfg = config::load_defaults(API_KEY).unwrap();
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.data_dir = data_dir.to_path_buf();
+        cfg.workers = Some(SERVER_WORKERS);
+        let state = skolgrind::app::build_state(&cfg).unwrap();
+        let (server, addr) = skolgrind::app::bind(&cfg, state).unwrap();
+        Self::start(server, addr)
+    }
+
+    /// An actix-web server whose handler reads the body and answers 201 `{}`.
+    fn baseline() -> Self {
+        async fn created(_body: Bytes) -> HttpResponse {
+            HttpResponse::Created()
+                .content_type("application/scim+json")
+                .body("{}")
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = HttpServer::new(|| {
+            App::new().service(
+                web::resource(["/egil/{type}", "/egil/{type}/{id}"])
+                    .route(web::post().to(created))
+                    .route(web::put().to(created)),
+            )
+        })
+        .workers(SERVER_WORKERS)
+        .listen_auto_h2c(listener)
+        .unwrap()
+        .run();
+        Self::start(server, addr)
+    }
+
+    /// Stops the server gracefully and waits for its thread (and so its store) to close.
+    fn stop(self, rt: &Runtime) {
+        rt.block_on(self.handle.stop(true));
+        self.thread.join().unwrap().unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------------------
+
+/// What one push (or one worker's share of it) observed.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<Duration>,
+    failures: usize,
+    first_failure: Option<String>,
+}
+
+impl Tally {
+    fn absorb(&mut self, other: Tally) {
+        self.latencies.extend(other.latencies);
+        self.failures += other.failures;
+        if self.first_failure.is_none() {
+            self.first_failure = other.first_failure;
+        }
+    }
+
+    fn fail(&mut self, message: String) {
+        self.failures += 1;
+        if self.first_failure.is_none() {
+            self.first_failure = Some(message);
+        }
+    }
+}
+
+/// One batch being sent by several workers.
+struct Job {
+    town: Arc<Municipality>,
+    batch: usize,
+    url: String,
+    next: AtomicUsize,
+    stop_at: Option<Instant>,
+}
+
+/// Sends requests from the job until it is exhausted (or its time is up).
+async fn worker(client: reqwest::Client, job: Arc<Job>) -> Tally {
+    let bodies = &job.town.batches[job.batch].bodies;
+    let mut tally = Tally::default();
+    loop {
+        if job.stop_at.is_some_and(|t| Instant::now() >= t) {
+            break;
+        }
+        let Some(body) = bodies.get(job.next.fetch_add(1, Ordering::Relaxed)) else {
+            break;
+        };
+        let start = Instant::now();
+        let sent = client
+            .post(&job.url)
+            .header("content-type", "application/scim+json")
+            .header("x-api-key", API_KEY)
+            .body(body.clone())
+            .send()
+            .await;
+        // Read the whole answer: the latency covers it and the connection stays reusable.
+        let answer = match sent {
+            Ok(res) => {
+                let status = res.status();
+                res.text().await.map(|text| (status, text))
+            }
+            Err(e) => Err(e),
+        };
+        tally.latencies.push(start.elapsed());
+        match answer {
+            Ok((status, _)) if status == reqwest::StatusCode::CREATED => {}
+            Ok((status, text)) => tally.fail(format!("POST {} -> {status}: {text}", job.url)),
+            Err(e) => tally.fail(format!("POST {} -> {e}", job.url)),
+        }
+    }
+    tally
+}
+
+/// Sends the municipality to `base` with `connections` workers, one batch (resource type)
+/// at a time, optionally stopping after `limit`. Returns the tally and the wall time.
+async fn push(
+    base: &str,
+    town: &Arc<Municipality>,
+    connections: usize,
+    limit: Option<Duration>,
+) -> (Tally, Duration) {
+    let clients: Vec<reqwest::Client> = (0..connections)
+        .map(|_| {
+            reqwest::Client::builder()
+                .http1_only()
+                .pool_max_idle_per_host(1)
+                .no_proxy()
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let mut tally = Tally::default();
+    let start = Instant::now();
+    let stop_at = limit.map(|l| start + l);
+    for (b, batch) in town.batches.iter().enumerate() {
+        let job = Arc::new(Job {
+            town: town.clone(),
+            batch: b,
+            url: format!("{base}/egil/{}", batch.kind.resource()),
+            next: AtomicUsize::new(0),
+            stop_at,
+        });
+        let workers: Vec<_> = clients
+            .iter()
+            .map(|c| tokio::spawn(worker(c.clone(), job.clone())))
+            .collect();
+        for w in workers {
+            tally.absorb(w.await.unwrap());
+        }
+    }
+    (tally, start.elapsed())
+}
+
+// ---------------------------------------------------------------------------------------
+// Reporting
+// ---------------------------------------------------------------------------------------
+
+/// Summary figures of one push.
+struct Figures {
+    requests: usize,
+    elapsed: Duration,
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Figures {
+    fn of(tally: &mut Tally, elapsed: Duration) -> Self {
+        tally.latencies.sort_unstable();
+        Figures {
+            requests: tally.latencies.len(),
+            elapsed,
+            per_second: tally.latencies.len() as f64 / elapsed.as_secs_f64(),
+            p50: percentile(&tally.latencies, 0.50),
+            p99: percentile(&tally.latencies, 0.99),
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{} req/s  p50 {:.2} ms  p99 {:.2} ms",
+            grouped(self.per_second.round() as usize),
+            self.p50.as_secs_f64() * 1e3,
+            self.p99.as_secs_f64() * 1e3,
+        )
+    }
+}
+
+/// The nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// `n` with thousands separators: 68001 → "68,001".
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn print_failures(who: &str, tally: &Tally) {
+    if let Some(first) = &tally.first_failure {
+        println!(
+            "  {who}: {} request(s) not answered 201; first: {first}",
+            grouped(tally.failures)
+        );
+    }
+}
+
+/// Pushes the municipality to a fresh Skolgrind and then to the baseline, and prints the
+/// comparison.
+fn round(rt: &Runtime, town: &Arc<Municipality>, connections: usize, limit: Option<Duration>) {
+    let data = tempfile::tempdir().unwrap();
+    let server = Running::skolgrind(data.path());
+    let (mut sk, sk_time) = rt.block_on(push(&server.base, town, connections, None));
+    server.stop(rt);
+    drop(data);
+
+    let server = Running::baseline();
+    let (mut bl, bl_time) = rt.block_on(push(&server.base, town, connections, limit));
+    server.stop(rt);
+
+    let skf = Figures::of(&mut sk, sk_time);
+    let blf = Figures::of(&mut bl, bl_time);
+    println!(
+        "egil push, {connections} connection(s): {} requests in {:.1} s",
+        grouped(skf.requests),
+        skf.elapsed.as_secs_f64()
+    );
+    println!(
+        "  skolgrind: {}  (durable: each 201 is after fsync)",
+        skf.line()
+    );
+    print_failures("skolgrind", &sk);
+    let partial = if blf.requests < skf.requests {
+        format!(
+            "; {} requests in {:.1} s",
+            grouped(blf.requests),
+            blf.elapsed.as_secs_f64()
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "  baseline : {}  (empty actix handler, same process setup{partial})",
+        blf.line()
+    );
+    print_failures("baseline", &bl);
+    println!(
+        "  ratio    : {:.2} x baseline throughput",
+        skf.per_second / blf.per_second
+    );
+}
+
+fn main() {
+    let opts = Options::parse(std::env::args().skip(1)).unwrap_or_else(|e| {
+        eprintln!("{e}\n{USAGE}");
+        std::process::exit(2)
+    });
+    let s = &opts.sizes;
+
+    let started = Instant::now();
+    let town = Arc::new(generate(s));
+    let counts: Vec<String> = town
+        .batches
+        .iter()
+        .map(|b| format!("{} {}", grouped(b.bodies.len()), b.kind.resource()))
+        .collect();
+    println!(
+        "municipality: {} pupils, {} staff, {} groups, {} activities",
+        grouped(s.pupils),
+        grouped(s.staff),
+        grouped(s.groups),
+        grouped(s.activities)
+    );
+    println!(
+        "  {} = {} requests, {:.1} MB of JSON, generated in {:.1} s",
+        counts.join(", "),
+        grouped(town.requests()),
+        town.bytes() as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for &c in &opts.connections {
+        round(&rt, &town, c, opts.baseline_limit);
+    }
+}

@@ -655,6 +655,16 @@ async fn protocol_details() {
     .await;
     assert_eq!(spc["patch"]["supported"], false);
     assert_eq!(spc["filter"]["supported"], true);
+    for path in [
+        "/egil/ServiceProviderConfig",
+        "/egil/ResourceTypes",
+        "/egil/Schemas",
+    ] {
+        for m in ["POST", "PUT"] {
+            let r = send(&c, m, &s.url(path), Some(KEY_A), Some(SCIM), b"{}".to_vec()).await;
+            assert_eq!(r.status(), 405, "{m} {path}");
+        }
+    }
 
     // HTTP/2 (h2c prior knowledge) and HTTP/1.1 keep-alive both work.
     let h2 = reqwest::Client::builder()

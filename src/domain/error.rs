@@ -82,6 +82,8 @@ pub struct Violation {
     pub path: String,
     pub rule: RuleId,
     pub detail: Cow<'static, str>,
+    /// Further violations found in the same input, reported together.
+    pub also: Vec<Violation>,
 }
 
 impl Violation {
@@ -94,6 +96,7 @@ impl Violation {
             path: path.into(),
             rule,
             detail: detail.into(),
+            also: Vec::new(),
         }
     }
 }
@@ -101,10 +104,15 @@ impl Violation {
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() {
-            write!(f, "{} (rule {})", self.detail, self.rule)
+            write!(f, "{} (rule {})", self.detail, self.rule)?;
         } else {
-            write!(f, "{}: {} (rule {})", self.path, self.detail, self.rule)
+            write!(f, "{}: {} (rule {})", self.path, self.detail, self.rule)?;
         }
+        for (i, v) in self.also.iter().enumerate() {
+            f.write_str(if i == 0 { "; also: " } else { "; " })?;
+            v.fmt(f)?;
+        }
+        Ok(())
     }
 }
 
@@ -170,6 +178,9 @@ impl DomainError {
         match self {
             DomainError::Invalid(mut v) => {
                 v.path = f(&v.path);
+                for a in &mut v.also {
+                    a.path = f(&a.path);
+                }
                 DomainError::Invalid(v)
             }
             DomainError::Conflict(ConflictKind::Unique { path }) => {

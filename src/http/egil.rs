@@ -69,29 +69,30 @@ fn scim(status: StatusCode, body: &Value) -> HttpResponse {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/ServiceProviderConfig",
-        web::get().to(service_provider_config),
-    )
-    .route("/ResourceTypes", web::get().to(resource_types))
-    .route("/ResourceTypes/{name}", web::get().to(resource_type))
-    .route("/Schemas", web::get().to(schemas))
-    .route("/Schemas/{id}", web::get().to(schema))
-    .service(
-        web::resource("/{type}")
-            .route(web::get().to(list))
-            .route(web::post().to(create))
-            .route(web::put().to(replace_in_collection))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/{type}/{id}")
-            .route(web::get().to(get))
-            .route(web::put().to(replace))
-            .route(web::delete().to(delete))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .default_service(web::to(not_found));
+    // Discovery documents are read-only: other methods get 405 rather than falling
+    // through to the /{type} routes.
+    let read_only =
+        |path: &str| web::resource(path.to_owned()).default_service(web::to(method_not_allowed));
+    cfg.service(read_only("/ServiceProviderConfig").route(web::get().to(service_provider_config)))
+        .service(read_only("/ResourceTypes").route(web::get().to(resource_types)))
+        .service(read_only("/ResourceTypes/{name}").route(web::get().to(resource_type)))
+        .service(read_only("/Schemas").route(web::get().to(schemas)))
+        .service(read_only("/Schemas/{id}").route(web::get().to(schema)))
+        .service(
+            web::resource("/{type}")
+                .route(web::get().to(list))
+                .route(web::post().to(create))
+                .route(web::put().to(replace_in_collection))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/{type}/{id}")
+                .route(web::get().to(get))
+                .route(web::put().to(replace))
+                .route(web::delete().to(delete))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .default_service(web::to(not_found));
 }
 
 fn egil_base(state: &AppState, req: &HttpRequest) -> String {

@@ -133,8 +133,8 @@ fn attributes(node: &Value, defs: &Value) -> Vec<Value> {
         .collect()
 }
 
-fn attribute(name: &str, node: &Value, required: bool, defs: &Value) -> Value {
-    let node = resolve(node, defs);
+fn attribute(name: &str, declared: &Value, required: bool, defs: &Value) -> Value {
+    let node = resolve(declared, defs);
     let (multi, item) = match node.get("type").and_then(Value::as_str) {
         Some("array") => (
             true,
@@ -156,8 +156,18 @@ fn attribute(name: &str, node: &Value, required: bool, defs: &Value) -> Value {
     a.insert("name".into(), json!(name));
     a.insert("type".into(), json!(scim_type));
     a.insert("multiValued".into(), json!(multi));
-    if let Some(d) = node.get("description").or_else(|| item.get("description")) {
+    let annotation = |k: &str| {
+        declared
+            .get(k)
+            .or_else(|| node.get(k))
+            .or_else(|| item.get(k))
+    };
+    if let Some(d) = annotation("description") {
         a.insert("description".into(), d.clone());
+    }
+    // JSON Schema `examples` are the code lists' known values: SCIM canonicalValues.
+    if let Some(ex) = annotation("examples") {
+        a.insert("canonicalValues".into(), ex.clone());
     }
     a.insert("required".into(), json!(required));
     a.insert("caseExact".into(), json!(false));
@@ -207,6 +217,16 @@ mod tests {
             .find(|a| a["name"] == "schoolYear")
             .unwrap();
         assert_eq!(year["type"], "integer");
+        let st = enrol["subAttributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "schoolType")
+            .unwrap();
+        assert!(st["canonicalValues"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("VUXGY")));
         let core = docs.iter().find(|d| d["id"] == CORE_USER_SCHEMA).unwrap();
         let un = core["attributes"]
             .as_array()

@@ -23,7 +23,7 @@ use crate::domain::model::{
 };
 use crate::domain::rules::normalise_uuid;
 use crate::domain::service::Incoming;
-use crate::domain::{DomainError, OrgType, RuleId, Violation};
+use crate::domain::{DomainError, OrgType, RuleId};
 
 #[derive(Deserialize)]
 struct Ref {
@@ -189,9 +189,10 @@ pub fn parse(schemas: &Schemas, t: EgilType, body: &[u8]) -> Result<Parsed, Doma
             "expected a JSON object",
         ));
     }
-    let violations = schemas.validate(t, &value);
-    if let Some(first) = violations.first() {
-        return Err(DomainError::Invalid(join(first, &violations)));
+    let mut violations = schemas.validate(t, &value).into_iter();
+    if let Some(mut first) = violations.next() {
+        first.also = violations.collect();
+        return Err(DomainError::Invalid(first));
     }
     let common: Common = typed(value.clone())?;
     let id = uuid_at("externalId", &common.external_id)?;
@@ -341,19 +342,6 @@ pub fn parse(schemas: &Schemas, t: EgilType, body: &[u8]) -> Result<Parsed, Doma
             raw: text.to_owned(),
         },
     })
-}
-
-/// One violation whose detail also lists the others, so a client sees every problem at once.
-fn join(first: &Violation, all: &[Violation]) -> Violation {
-    if all.len() == 1 {
-        return first.clone();
-    }
-    let rest: Vec<String> = all[1..].iter().map(ToString::to_string).collect();
-    Violation::new(
-        first.path.clone(),
-        first.rule,
-        format!("{}; also: {}", first.detail, rest.join("; ")),
-    )
 }
 
 /// Canonical attribute paths (from domain rules) → EGIL wire paths.

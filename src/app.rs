@@ -9,7 +9,7 @@ use actix_web::{App, HttpServer};
 use crate::auth::api_key::ApiKeys;
 use crate::auth::Authenticator;
 use crate::config::Runtime;
-use crate::domain::Provisioning;
+use crate::domain::{Controls, Provisioning};
 use crate::http::{access_log, configure, AppState};
 use crate::protocol::egil::EgilAdapter;
 use crate::store::sled_kv::SledStore;
@@ -35,8 +35,11 @@ pub fn state_with_store(rt: &Runtime, store: Arc<dyn Store>) -> Result<Arc<AppSt
         rt.tenants.clone(),
         vec![Box::new(ApiKeys::new(rt.api_keys.clone()))],
     );
+    let tenant_ids: Vec<_> = rt.tenants.iter().map(|t| t.id.clone()).collect();
+    let controls = Controls::load(store.clone(), &tenant_ids)
+        .map_err(|e| format!("loading operator controls: {e}"))?;
     Ok(Arc::new(AppState {
-        provisioning: Provisioning::new(store),
+        provisioning: Provisioning::new(store, Arc::new(controls)),
         auth,
         egil: EgilAdapter::new()?,
         max_body_bytes: rt.max_body_bytes,

@@ -2,12 +2,14 @@
 //! provisioning service and the one error enum. Nothing here knows HTTP, sled or a wire
 //! format.
 
+pub mod controls;
 pub mod error;
 pub mod model;
 pub mod rules;
 pub mod service;
 pub mod tenant;
 
+pub use controls::{Controls, GlobalControls, Suspension, TenantControls};
 pub use error::{ConflictKind, DomainError, RuleId, Violation};
 pub use model::{Entity, Kind, Meta, OrgType, Protocol, StoredObject};
 pub use service::{Provisioning, WriteContext, WriteOutcome};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::controls::Controls;
 use super::error::{ConflictKind, DomainError, RuleId};
 use super::model::{Entity, Flag, Kind, Meta, OrgType, Protocol, StoredObject};
 use super::rules::{check_civic_no, eppn_scope, normalise_eppn, CivicNoCheck};
@@ -81,11 +82,16 @@ pub struct Page {
 
 pub struct Provisioning {
     store: Arc<dyn Store>,
+    controls: Arc<Controls>,
 }
 
 impl Provisioning {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn Store>, controls: Arc<Controls>) -> Self {
+        Self { store, controls }
+    }
+
+    pub fn controls(&self) -> &Arc<Controls> {
+        &self.controls
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -161,6 +167,7 @@ impl Provisioning {
         mode: WriteMode,
         incoming: Incoming,
     ) -> Result<WriteOutcome, DomainError> {
+        self.controls.check_write(&ctx.tenant.id)?;
         let (entity, flags) = self.apply_rules(&ctx.tenant, incoming.entity)?;
         if entity.kind() != sel.kind
             || (sel.org_type.is_some() && sel.org_type != entity.org_type())
@@ -348,9 +355,15 @@ mod tests {
 
     const P: TypeSel = TypeSel::of(Kind::Person);
 
+    fn service() -> Provisioning {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::in_memory());
+        let controls = Arc::new(Controls::load(store.clone(), &[]).unwrap());
+        Provisioning::new(store, controls)
+    }
+
     #[tokio::test]
     async fn create_then_conflict_then_upsert_bumps_version() {
-        let svc = Provisioning::new(Arc::new(MemoryStore::in_memory()));
+        let svc = service();
         let c = ctx(tenant("a", &[], CivicNoPolicy::Warn));
         let o = svc
             .write(
@@ -400,7 +413,7 @@ mod tests {
 
     #[tokio::test]
     async fn eppn_is_unique_across_tenants_and_first_owner_keeps_it() {
-        let svc = Provisioning::new(Arc::new(MemoryStore::in_memory()));
+        let svc = service();
         let a = ctx(tenant("a", &[], CivicNoPolicy::Warn));
         let b = ctx(tenant("b", &[], CivicNoPolicy::Warn));
         svc.write(
@@ -442,7 +455,7 @@ mod tests {
 
     #[tokio::test]
     async fn scope_and_civic_policies() {
-        let svc = Provisioning::new(Arc::new(MemoryStore::in_memory()));
+        let svc = service();
         let strict = ctx(tenant("s", &["kommunen.se"], CivicNoPolicy::Strict));
         let err = svc
             .write(
@@ -508,7 +521,7 @@ mod tests {
 
     #[tokio::test]
     async fn type_mismatch_and_delete() {
-        let svc = Provisioning::new(Arc::new(MemoryStore::in_memory()));
+        let svc = service();
         let c = ctx(tenant("a", &[], CivicNoPolicy::Warn));
         let g = Entity::Group(Group {
             display_name: "g".into(),

@@ -149,6 +149,13 @@ pub async fn run(s: Arc<dyn Store>) {
     assert!(audit_b
         .iter()
         .all(|r| r.tenant == b && r.credential == "k1"));
+    assert_eq!(s.get_setting("x/y").unwrap(), None);
+    s.put_setting("x/y", b"1".to_vec())
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(s.get_setting("x/y").unwrap(), Some(b"1".to_vec()));
     s.check_health().unwrap();
     s.flush().unwrap();
 }

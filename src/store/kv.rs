@@ -11,6 +11,7 @@
 //! | `c/` | `c/{tenant}/{civic no}/{person id}` | empty |
 //! | `f/` | `f/{seq:016x}` | JSON [`ChangeRecord`] |
 //! | `a/` | `a/{tenant}/{seq:016x}` | JSON [`AuditRecord`] |
+//! | `s/` | `s/{setting key}` | setting value (operator controls) |
 //! | `h/` | `h/probe` | health probe |
 
 use std::sync::Mutex;
@@ -304,6 +305,16 @@ impl<B: Kv> Store for KvStore<B> {
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         collect_after(&self.kv, format!("a/{tenant}/").into_bytes(), after, limit)
+    }
+
+    fn get_setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.kv.get(format!("s/{key}").as_bytes())
+    }
+
+    fn put_setting(&self, key: &str, value: Vec<u8>) -> Result<Durable, StoreError> {
+        self.kv
+            .apply(vec![(format!("s/{key}").into_bytes(), Some(value))])?;
+        Ok(self.kv.durable())
     }
 
     fn check_health(&self) -> Result<(), StoreError> {

@@ -173,6 +173,12 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError>;
 
+    /// A small persisted setting (operator controls and the like), by key.
+    fn get_setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores a setting; await the returned handle before acknowledging.
+    fn put_setting(&self, key: &str, value: Vec<u8>) -> Result<Durable, StoreError>;
+
     /// A cheap read-and-write probe for readiness checks.
     fn check_health(&self) -> Result<(), StoreError>;
 

@@ -63,7 +63,7 @@ struct Options {
 impl Options {
     /// Parses the arguments after the program name. The scenario name `egil` is the only
     /// one and may be left out; the `--bench` flag cargo appends is ignored.
-    fn parse(args: impl Iterator<Item = String>) -> Result<Self, String> {
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
         let mut sizes = Sizes {
             pupils: 50_000,
             staff: 5_000,
@@ -73,7 +73,6 @@ impl Options {
         let mut connections = DEFAULT_CONNECTIONS.to_vec();
         let mut baseline_limit = None;
         let mut quick = false;
-        let mut args = args;
         while let Some(arg) = args.next() {
             let mut value = || args.next().ok_or(format!("{arg} needs a value"));
             match arg.as_str() {
@@ -152,10 +151,25 @@ impl Kind {
         }
     }
 
+    /// The SS12000 schema URN for this kind (for users, the EGIL extension's).
+    fn schema(self) -> String {
+        let name = match self {
+            Kind::Organisation => "Organisation",
+            Kind::SchoolUnitGroup => "SchoolUnitGroup",
+            Kind::SchoolUnit => "SchoolUnit",
+            Kind::User => "User",
+            Kind::Employment => "Employment",
+            Kind::StudentGroup => "StudentGroup",
+            Kind::Activity => "Activity",
+        };
+        format!("urn:scim:schemas:extension:sis:school:1.0:{name}")
+    }
+
     /// The deterministic id of the `index`th object of this kind: a version 4 layout
     /// `5c01000K-0000-4000-8000-IIIIIIIIIIII`, K the kind and I the index.
     fn id(self, index: usize) -> String {
-        let bits = (0x5c01_0000 | self as u128) << 96 | 0x4000 << 64 | 0x8000 << 48 | index as u128;
+        let bits =
+            ((0x5c01_0000 | self as u128) << 96) | (0x4000 << 64) | (0x8000 << 48) | index as u128;
         Uuid::from_u128(bits).hyphenated().to_string()
     }
 
@@ -165,8 +179,6 @@ impl Kind {
         json!({"value": id, "$ref": format!("{}/{id}", self.resource())})
     }
 }
-
-const SIS: &str = "urn:scim:schemas:extension:sis:school:1.0";
 
 /// The requests for one resource type.
 struct Batch {
@@ -214,7 +226,7 @@ fn generate(s: &Sizes) -> Municipality {
     let org = |kind: Kind, name: &str| {
         batch(kind, 1, |i| {
             json!({
-                "schemas": [format!("{SIS}:{}", &kind.resource()[..kind.resource().len() - 1])],
+                "schemas": [kind.schema()],
                 "externalId": kind.id(i),
                 "displayName": name,
             })
@@ -222,7 +234,7 @@ fn generate(s: &Sizes) -> Municipality {
     };
     let school_units = batch(Kind::SchoolUnit, units, |u| {
         json!({
-            "schemas": [format!("{SIS}:SchoolUnit")],
+            "schemas": [Kind::SchoolUnit.schema()],
             "externalId": Kind::SchoolUnit.id(u),
             "displayName": format!("Skola {}", u + 1),
             "schoolUnitCode": format!("{:08}", 10_000_000 + u),
@@ -231,50 +243,37 @@ fn generate(s: &Sizes) -> Municipality {
             "municipalityCode": "9999",
         })
     });
-    let users = batch(Kind::User, s.pupils + s.staff, |i| {
+    // Users 0..pupils are pupils, the rest staff; `n` counts from 1 within each.
+    let person = |i: usize, n: usize, given: &str, family: &str, school: Value| {
         let id = Kind::User.id(i);
         let mut doc = json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", format!("{SIS}:User")],
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", Kind::User.schema()],
             "externalId": id,
             "userName": format!("{id}@edu.bench.example"),
+            "displayName": format!("{given} {n}"),
+            "name": {"familyName": family, "givenName": given},
+            "emails": [{"value": format!("{}{n}@skola.bench.example", &given[..1].to_lowercase())}],
         });
-        let (display, given, family, email, school) = if i < s.pupils {
-            // Born 2010..=2018; the oldest are in year 9.
-            let enrolment = json!({
-                "value": Kind::SchoolUnit.id(unit_of_pupil(i)),
-                "$ref": format!("SchoolUnits/{}", Kind::SchoolUnit.id(unit_of_pupil(i))),
-                "schoolYear": 9 - i % 9,
-                "schoolType": "GR",
-            });
-            let school = json!({"enrolments": [enrolment], "civicNo": civic_no(2010, 9, i)});
-            let n = i + 1;
-            (
-                format!("Elev {n}"),
-                "Elev",
-                "Elevsson",
-                format!("e{n}"),
-                school,
-            )
-        } else {
-            let n = i - s.pupils + 1;
-            let school = json!({"civicNo": civic_no(1960, 40, i - s.pupils)});
-            (
-                format!("Lärare {n}"),
-                "Lärare",
-                "Lärarsson",
-                format!("l{n}"),
-                school,
-            )
-        };
-        doc["displayName"] = json!(display);
-        doc["name"] = json!({"familyName": family, "givenName": given});
-        doc["emails"] = json!([{"value": format!("{email}@skola.bench.example")}]);
-        doc[format!("{SIS}:User")] = school;
+        doc[Kind::User.schema()] = school;
         doc
+    };
+    let users = batch(Kind::User, s.pupils + s.staff, |i| {
+        if i < s.pupils {
+            // Born 2010..=2018; the oldest are in year 9.
+            let mut enrolment = Kind::SchoolUnit.reference(unit_of_pupil(i));
+            enrolment["schoolYear"] = json!(9 - i % 9);
+            enrolment["schoolType"] = json!("GR");
+            let school = json!({"enrolments": [enrolment], "civicNo": civic_no(2010, 9, i)});
+            person(i, i + 1, "Elev", "Elevsson", school)
+        } else {
+            let j = i - s.pupils;
+            let school = json!({"civicNo": civic_no(1960, 40, j)});
+            person(i, j + 1, "Lärare", "Lärarsson", school)
+        }
     });
     let employments = batch(Kind::Employment, s.staff, |e| {
         json!({
-            "schemas": [format!("{SIS}:Employment")],
+            "schemas": [Kind::Employment.schema()],
             "externalId": Kind::Employment.id(e),
             "employedAt": Kind::SchoolUnit.reference(e % units),
             "user": Kind::User.reference(s.pupils + e),
@@ -287,7 +286,7 @@ fn generate(s: &Sizes) -> Municipality {
             .map(|k| Kind::User.reference((first_member(g) + k) % s.pupils))
             .collect();
         json!({
-            "schemas": [format!("{SIS}:StudentGroup")],
+            "schemas": [Kind::StudentGroup.schema()],
             "externalId": Kind::StudentGroup.id(g),
             "displayName": format!("Grupp {}", g + 1),
             "studentGroupType": "Undervisning",
@@ -299,11 +298,11 @@ fn generate(s: &Sizes) -> Municipality {
     let activities = batch(Kind::Activity, s.activities, |a| {
         let g = a % s.groups;
         let mut teachers = vec![Kind::Employment.reference(a % s.staff)];
-        if a % 3 == 0 && s.staff > 1 {
+        if a.is_multiple_of(3) && s.staff > 1 {
             teachers.push(Kind::Employment.reference((a + 1) % s.staff));
         }
         let mut doc = json!({
-            "schemas": [format!("{SIS}:Activity")],
+            "schemas": [Kind::Activity.schema()],
             "externalId": Kind::Activity.id(a),
             "displayName": format!("Grupp {}-Activity", g + 1),
             "owner": Kind::SchoolUnit.reference(owner_of_group(g)),
@@ -587,7 +586,7 @@ fn grouped(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

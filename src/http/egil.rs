@@ -162,17 +162,29 @@ async fn schema(
     Ok(scim(StatusCode::OK, &doc))
 }
 
+/// Authenticates, then reads and parses a body of the named resource type: the first
+/// steps of every POST and PUT.
+async fn read_resource(
+    state: &AppState,
+    req: &HttpRequest,
+    type_name: &str,
+    payload: web::Payload,
+) -> Result<(Principal, EgilType, wire::Parsed)> {
+    let principal = state.authenticate(req)?;
+    let t = resource_type_of(type_name)?;
+    require_json(req)?;
+    let body = read_capped(req, payload, state.max_body_bytes).await?;
+    let parsed = wire::parse(state.egil.schemas(), t, &body)?;
+    Ok((principal, t, parsed))
+}
+
 async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    let principal = state.authenticate(&req)?;
-    let t = resource_type_of(&path)?;
-    require_json(&req)?;
-    let body = read_capped(&req, payload, state.max_body_bytes).await?;
-    let parsed = wire::parse(state.egil.schemas(), t, &body)?;
+    let (principal, t, parsed) = read_resource(&state, &req, &path, payload).await?;
     let out = state
         .provisioning
         .write(
@@ -222,12 +234,8 @@ async fn replace(
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    let principal = state.authenticate(&req)?;
     let (type_name, id) = path.into_inner();
-    let t = resource_type_of(&type_name)?;
-    require_json(&req)?;
-    let body = read_capped(&req, payload, state.max_body_bytes).await?;
-    let parsed = wire::parse(state.egil.schemas(), t, &body)?;
+    let (principal, t, parsed) = read_resource(&state, &req, &type_name, payload).await?;
     if normalise_uuid(&id).ok().as_deref() != Some(parsed.incoming.id.as_str()) {
         return Err(DomainError::invalid(
             "externalId",
@@ -246,11 +254,7 @@ async fn replace_in_collection(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    let principal = state.authenticate(&req)?;
-    let t = resource_type_of(&path)?;
-    require_json(&req)?;
-    let body = read_capped(&req, payload, state.max_body_bytes).await?;
-    let parsed = wire::parse(state.egil.schemas(), t, &body)?;
+    let (principal, t, parsed) = read_resource(&state, &req, &path, payload).await?;
     put_parsed(&state, &req, t, principal, parsed).await
 }
 

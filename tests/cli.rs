@@ -100,6 +100,7 @@ async fn serve_with_embedded_defaults_prints_a_demo_key_that_works() {
         .arg("serve")
         .current_dir(dir.path())
         .env("SKOLGRIND_SERVER__LISTEN", "127.0.0.1:0")
+        .env("SKOLGRIND_ADMIN__LISTEN", "127.0.0.1:0")
         .env_remove("SKOLGRIND_DEMO_API_KEY")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

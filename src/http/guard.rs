@@ -135,9 +135,16 @@ pub async fn middleware<B: MessageBody + 'static>(
     let protocol = metrics::protocol_of(&path);
     let probe = is_probe(&path);
     let ip = req.peer_addr().map(|a| a.ip());
+    if probe {
+        // Probes are cheap and must answer under load: no limits, no cap.
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    }
 
     // Refuse cheaply, before any authentication or parsing work.
-    let refused = if let Some(secs) = ip.filter(|_| !probe).and_then(|ip| ops.ips.blocked(ip)) {
+    let refused = if let Some(secs) = ip.and_then(|ip| ops.ips.blocked(ip)) {
         metrics::rate_limited("-", "unauthenticated");
         Some(DomainError::RateLimited {
             retry_after_secs: secs,
@@ -193,7 +200,7 @@ pub async fn middleware<B: MessageBody + 'static>(
     if let Some(info) = info {
         rate_headers(res.response_mut(), &info);
     }
-    if tenant.is_none() && !probe {
+    if tenant.is_none() {
         // Every call that did not authenticate draws from its IP's quota.
         if let Some(ip) = ip {
             if ops.ips.count(ip).is_some() {

@@ -4,7 +4,13 @@
 //! ```text
 //! cargo bench --bench skolgrind-bench -- egil [--pupils N] [--staff N] [--groups N]
 //!     [--activities N] [--connections N] [--baseline-seconds S] [--quick]
+//! cargo bench --bench skolgrind-bench -- flood [--seconds S] [--quota N]
 //! ```
+//!
+//! `flood`: one tenant sends writes at 10× its quota while a well-behaved tenant writes at
+//! half of its own; prints both tenants' throughput and p99 (and the well-behaved tenant's
+//! p99 alone, as the baseline), then the overhead of the rate-limit + metrics middleware:
+//! the same authenticated GET against the full stack and against the bare handlers.
 //!
 //! Everything runs in one process: the real server (sled store, durable writes) and the
 //! baseline server each on their own actix system thread, the clients on a separate
@@ -31,7 +37,8 @@ use tokio::runtime::Runtime;
 use uuid::Uuid;
 
 const USAGE: &str = "usage: cargo bench --bench skolgrind-bench -- egil [--pupils N] [--staff N] \
-[--groups N] [--activities N] [--connections N] [--baseline-seconds S] [--quick]";
+[--groups N] [--activities N] [--connections N] [--baseline-seconds S] [--quick]\n\
+       cargo bench --bench skolgrind-bench -- flood [--seconds S] [--quota N]";
 
 /// The demo tenant's API key in the embedded default config.
 const API_KEY: &str = "bench-key";
@@ -387,6 +394,13 @@ impl Running {
         cfg.listen = "127.0.0.1:0".parse().unwrap();
         cfg.data_dir = data_dir.to_path_buf();
         cfg.workers = Some(SERVER_WORKERS);
+        // The push measures the data path, not the rate limits.
+        let unlimited = skolgrind::ops::config::Quota {
+            requests: 1_000_000,
+            per: Duration::from_secs(1),
+        };
+        cfg.ops.writes = unlimited;
+        cfg.ops.reads = unlimited;
         let state = skolgrind::app::build_state(&cfg).unwrap();
         let (server, addr) = skolgrind::app::bind(&cfg, state).unwrap();
         Self::start(server, addr)
@@ -649,7 +663,16 @@ fn round(rt: &Runtime, town: &Arc<Municipality>, connections: usize, limit: Opti
 }
 
 fn main() {
-    let opts = Options::parse(std::env::args().skip(1)).unwrap_or_else(|e| {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "flood") {
+        let opts = flood::Options::parse(args.into_iter()).unwrap_or_else(|e| {
+            eprintln!("{e}\n{USAGE}");
+            std::process::exit(2)
+        });
+        flood::run(&opts);
+        return;
+    }
+    let opts = Options::parse(args.into_iter()).unwrap_or_else(|e| {
         eprintln!("{e}\n{USAGE}");
         std::process::exit(2)
     });
@@ -684,5 +707,383 @@ fn main() {
         .unwrap();
     for &c in &opts.connections {
         round(&rt, &town, c, opts.baseline_limit);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The flood scenario
+// ---------------------------------------------------------------------------------------
+
+mod flood {
+    use super::*;
+
+    pub struct Options {
+        seconds: f64,
+        /// Write quota per second of each tenant.
+        quota: u32,
+    }
+
+    impl Options {
+        pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
+            let mut o = Options {
+                seconds: 10.0,
+                quota: 100,
+            };
+            while let Some(arg) = args.next() {
+                let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+                match arg.as_str() {
+                    "flood" | "--bench" => {}
+                    "--seconds" => {
+                        let v = value()?;
+                        o.seconds = v
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|s| s.is_finite() && *s > 0.0)
+                            .ok_or(format!("--seconds: {v:?} is not a positive number"))?;
+                    }
+                    "--quota" => {
+                        o.quota = u32::try_from(count(&arg, &value()?)?)
+                            .map_err(|_| "--quota: too large".to_owned())?
+                    }
+                    other => return Err(format!("unknown argument {other:?}")),
+                }
+            }
+            Ok(o)
+        }
+    }
+
+    const FLOOD_KEY: &str = "flood-key";
+    const CALM_KEY: &str = "calm-key";
+    const FLOOD_CONNECTIONS: usize = 8;
+    const OVERHEAD_CONNECTIONS: usize = 4;
+    const OVERHEAD_REQUESTS: usize = 20_000;
+
+    fn org_body(id: &str) -> Bytes {
+        Bytes::from(
+            json!({
+                "schemas": ["urn:scim:schemas:extension:sis:school:1.0:Organisation"],
+                "externalId": id,
+                "displayName": "Kommunen",
+            })
+            .to_string(),
+        )
+    }
+
+    fn runtime_config(data_dir: &Path, quota: u32) -> config::Runtime {
+        let toml = format!(
+            "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nworkers = {SERVER_WORKERS}\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\
+             [rate_limits]\nwrites = {{ requests = {quota} }}\nreads = {{ requests = 1000000 }}\n\
+             [[tenants]]\nid = \"flood\"\nname = \"Flooding\"\napi_keys = [\"{}\"]\n\
+             [[tenants]]\nid = \"calm\"\nname = \"Calm\"\napi_keys = [\"{}\"]\n",
+            data_dir.join("store").display(),
+            skolgrind::auth::api_key::hash_for_config(FLOOD_KEY),
+            skolgrind::auth::api_key::hash_for_config(CALM_KEY),
+        );
+        let file = data_dir.join("flood.toml");
+        std::fs::write(&file, toml).unwrap();
+        config::load_file(&file).unwrap()
+    }
+
+    /// What one tenant's senders observed.
+    #[derive(Default)]
+    struct Seen {
+        latencies: Vec<Duration>,
+        ok: usize,
+        limited: usize,
+        other: usize,
+    }
+
+    impl Seen {
+        fn absorb(&mut self, o: Seen) {
+            self.latencies.extend(o.latencies);
+            self.ok += o.ok;
+            self.limited += o.limited;
+            self.other += o.other;
+        }
+
+        fn line(&mut self, elapsed: Duration) -> String {
+            self.latencies.sort_unstable();
+            let s = elapsed.as_secs_f64();
+            format!(
+                "{:>6.0} req/s answered, {:>5.0} ok/s, {:>6.0} 429/s, other {}  p50 {:.2} ms  p99 {:.2} ms",
+                self.latencies.len() as f64 / s,
+                self.ok as f64 / s,
+                self.limited as f64 / s,
+                self.other,
+                percentile(&self.latencies, 0.50).as_secs_f64() * 1e3,
+                percentile(&self.latencies, 0.99).as_secs_f64() * 1e3,
+            )
+        }
+    }
+
+    /// Sends `rate` PUTs per second over `connections` connections for `duration`.
+    async fn paced(
+        url: String,
+        key: &'static str,
+        body: Bytes,
+        rate: f64,
+        connections: usize,
+        duration: Duration,
+    ) -> Seen {
+        let stop = Instant::now() + duration;
+        let period = Duration::from_secs_f64(connections as f64 / rate);
+        let mut tasks = Vec::new();
+        for _ in 0..connections {
+            let (url, body) = (url.clone(), body.clone());
+            let client = reqwest::Client::builder()
+                .http1_only()
+                .pool_max_idle_per_host(1)
+                .no_proxy()
+                .build()
+                .unwrap();
+            tasks.push(tokio::spawn(async move {
+                let mut seen = Seen::default();
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                while Instant::now() < stop {
+                    tick.tick().await;
+                    let start = Instant::now();
+                    let res = client
+                        .put(&url)
+                        .header("content-type", "application/scim+json")
+                        .header("x-api-key", key)
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    let status = match res {
+                        Ok(r) => {
+                            let st = r.status().as_u16();
+                            let _ = r.bytes().await;
+                            st
+                        }
+                        Err(_) => 0,
+                    };
+                    seen.latencies.push(start.elapsed());
+                    match status {
+                        200 | 201 => seen.ok += 1,
+                        429 => seen.limited += 1,
+                        _ => seen.other += 1,
+                    }
+                }
+                seen
+            }));
+        }
+        let mut all = Seen::default();
+        for t in tasks {
+            all.absorb(t.await.unwrap());
+        }
+        all
+    }
+
+    /// `n` authenticated GETs over `connections` connections as fast as they go.
+    async fn hammer(url: String, n: usize, connections: usize) -> (Vec<Duration>, Duration) {
+        let next = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..connections {
+            let (url, next) = (url.clone(), next.clone());
+            let client = reqwest::Client::builder()
+                .http1_only()
+                .pool_max_idle_per_host(1)
+                .no_proxy()
+                .build()
+                .unwrap();
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while next.fetch_add(1, Ordering::Relaxed) < n {
+                    let t = Instant::now();
+                    let r = client
+                        .get(&url)
+                        .header("x-api-key", CALM_KEY)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                    let _ = r.bytes().await;
+                    lat.push(t.elapsed());
+                }
+                lat
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all.sort_unstable();
+        (all, start.elapsed())
+    }
+
+    fn serve_app(state: Arc<skolgrind::http::AppState>, full: bool) -> Running {
+        use actix_web::middleware::{from_fn, NormalizePath, TrailingSlash};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = if full {
+            HttpServer::new(move || {
+                App::new()
+                    .wrap(NormalizePath::new(TrailingSlash::MergeOnly))
+                    .wrap(from_fn(skolgrind::http::guard::middleware))
+                    .wrap(from_fn(skolgrind::http::access_log::middleware))
+                    .configure(skolgrind::http::configure(state.clone()))
+            })
+            .workers(SERVER_WORKERS)
+            .listen(listener)
+            .unwrap()
+            .run()
+        } else {
+            HttpServer::new(move || {
+                App::new()
+                    .wrap(NormalizePath::new(TrailingSlash::MergeOnly))
+                    .wrap(from_fn(skolgrind::http::access_log::middleware))
+                    .configure(skolgrind::http::configure(state.clone()))
+            })
+            .workers(SERVER_WORKERS)
+            .listen(listener)
+            .unwrap()
+            .run()
+        };
+        Running::start(server, addr)
+    }
+
+    pub fn run(o: &Options) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = runtime_config(dir.path(), o.quota);
+        let state = skolgrind::app::build_state(&cfg).unwrap();
+        let (server, addr) = skolgrind::app::bind(&cfg, state.clone()).unwrap();
+        let server = Running::start(server, addr);
+        let duration = Duration::from_secs_f64(o.seconds);
+        let quota = f64::from(o.quota);
+        let calm_url = format!("{}/egil/Organisations", server.base);
+        let calm_body = org_body("0c4f6a56-8f2e-4a8e-9b51-5f3c1b8e0a01");
+        let flood_body = org_body("7d1e2b7c-3a4f-4c6d-8e9f-0a1b2c3d4e5f");
+
+        println!(
+            "flood: write quota {} per second per tenant; {:.0} s per phase",
+            o.quota, o.seconds
+        );
+        let mut alone = rt.block_on(paced(
+            calm_url.clone(),
+            CALM_KEY,
+            calm_body.clone(),
+            quota / 2.0,
+            1,
+            duration,
+        ));
+        // Let the quota refill before the next phase.
+        std::thread::sleep(Duration::from_secs(1));
+        let (mut calm, mut flood) = rt.block_on(async {
+            let flood = tokio::spawn(paced(
+                calm_url.clone(),
+                FLOOD_KEY,
+                flood_body,
+                quota * 10.0,
+                FLOOD_CONNECTIONS,
+                duration,
+            ));
+            let calm = paced(
+                calm_url.clone(),
+                CALM_KEY,
+                calm_body,
+                quota / 2.0,
+                1,
+                duration,
+            )
+            .await;
+            (calm, flood.await.unwrap())
+        });
+        let calm_alone_p99 = {
+            alone.latencies.sort_unstable();
+            percentile(&alone.latencies, 0.99)
+        };
+        println!(
+            "  calm alone     (0.5× quota, 1 conn) : {}",
+            alone.line(duration)
+        );
+        println!(
+            "  calm with flood(0.5× quota, 1 conn) : {}",
+            calm.line(duration)
+        );
+        println!(
+            "  flood          (10× quota, {FLOOD_CONNECTIONS} conns): {}",
+            flood.line(duration)
+        );
+        let calm_p99 = percentile(&calm.latencies, 0.99);
+        println!(
+            "  calm p99 with flood / alone: {:.2}  (calm 429s: {})",
+            calm_p99.as_secs_f64() / calm_alone_p99.as_secs_f64(),
+            calm.limited
+        );
+        server.stop(&rt);
+
+        // Middleware overhead: the same GET on the same state, with and without the
+        // rate-limit + metrics middleware (the per-tenant limiter check inside
+        // authentication runs in both).
+        let id = "0c4f6a56-8f2e-4a8e-9b51-5f3c1b8e0a01";
+        let mut figures = Vec::new();
+        for full in [false, true, false, true] {
+            let s = serve_app(state.clone(), full);
+            let url = format!("{}/egil/Organisations/{id}", s.base);
+            let (lat, elapsed) = rt.block_on(hammer(url, OVERHEAD_REQUESTS, OVERHEAD_CONNECTIONS));
+            s.stop(&rt);
+            figures.push((
+                full,
+                lat.len() as f64 / elapsed.as_secs_f64(),
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+            ));
+        }
+        println!(
+            "middleware overhead: GET /egil/Organisations/{{id}}, {} requests x {} conns, two alternating runs each",
+            grouped(OVERHEAD_REQUESTS),
+            OVERHEAD_CONNECTIONS
+        );
+        let mean = |full: bool| {
+            let v: Vec<_> = figures.iter().filter(|f| f.0 == full).collect();
+            let n = v.len() as f64;
+            (
+                v.iter().map(|f| f.1).sum::<f64>() / n,
+                v.iter().map(|f| f.2.as_secs_f64()).sum::<f64>() / n,
+                v.iter().map(|f| f.3.as_secs_f64()).sum::<f64>() / n,
+            )
+        };
+        let (bare, full) = (mean(false), mean(true));
+        for (name, f) in [("bare handlers", bare), ("with guard   ", full)] {
+            println!(
+                "  {name}: {} req/s  p50 {:.3} ms  p99 {:.3} ms",
+                grouped(f.0.round() as usize),
+                f.1 * 1e3,
+                f.2 * 1e3
+            );
+        }
+        println!("  ratio        : {:.3} x bare throughput", full.0 / bare.0);
+
+        // In-process cost of the two pieces per call.
+        let t = skolgrind::domain::TenantId::parse("calm").unwrap();
+        let n = 1_000_000u32;
+        let start = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(
+                state
+                    .ops
+                    .tenants
+                    .check(&t, skolgrind::ops::ratelimit::Class::Read),
+            );
+        }
+        let check = start.elapsed() / n;
+        let start = Instant::now();
+        for _ in 0..n {
+            skolgrind::ops::metrics::request("calm", "egil_scim", "/egil/{type}/{id}", 200, 0.001);
+        }
+        let record = start.elapsed() / n;
+        println!(
+            "  per call     : limiter check {} ns, request metrics {} ns",
+            check.as_nanos(),
+            record.as_nanos()
+        );
     }
 }

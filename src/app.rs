@@ -10,7 +10,7 @@ use crate::auth::api_key::ApiKeys;
 use crate::auth::Authenticator;
 use crate::config::Runtime;
 use crate::domain::{Controls, Provisioning};
-use crate::http::{access_log, configure, AppState};
+use crate::http::{access_log, admin, configure, guard, AppState};
 use crate::protocol::egil::EgilAdapter;
 use crate::store::sled_kv::SledStore;
 use crate::store::Store;
@@ -44,6 +44,10 @@ pub fn state_with_store(rt: &Runtime, store: Arc<dyn Store>) -> Result<Arc<AppSt
         egil: EgilAdapter::new()?,
         max_body_bytes: rt.max_body_bytes,
         public_base_url: rt.public_base_url.clone(),
+        ops: Arc::new(crate::ops::Ops::new(
+            rt.ops.clone(),
+            Some(rt.data_dir.clone()),
+        )?),
     }))
 }
 
@@ -57,6 +61,7 @@ pub fn bind(
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(NormalizePath::new(TrailingSlash::MergeOnly))
+            .wrap(from_fn(guard::middleware))
             .wrap(from_fn(access_log::middleware))
             .configure(configure(state.clone()))
     })
@@ -67,14 +72,54 @@ pub fn bind(
     Ok((server.listen_auto_h2c(listener)?.run(), addr))
 }
 
-/// Runs the server until SIGINT/SIGTERM. Prints `listening on ADDR` on stdout once bound.
+/// Binds the admin listener (emergency brake, audit, metrics, health); one worker.
+pub fn bind_admin(
+    rt: &Runtime,
+    state: Arc<AppState>,
+) -> std::io::Result<(actix_web::dev::Server, SocketAddr)> {
+    let listener = TcpListener::bind(rt.ops.admin_listen)?;
+    let addr = listener.local_addr()?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(access_log::middleware))
+            .configure(admin::configure(state.clone()))
+    })
+    .workers(1)
+    .shutdown_timeout(10)
+    .listen(listener)?
+    .run();
+    Ok((server, addr))
+}
+
+/// Starts the periodic upkeep (metrics, limiter clean-up, audit retention).
+pub fn spawn_upkeep(rt: &Runtime, state: &Arc<AppState>) {
+    let tenants = rt.tenants.iter().map(|t| t.id.clone()).collect();
+    actix_web::rt::spawn(crate::ops::upkeep(
+        state.ops.clone(),
+        state.provisioning.store().clone(),
+        state.provisioning.controls().clone(),
+        tenants,
+    ));
+}
+
+/// Runs the server until SIGINT/SIGTERM. Prints `listening on ADDR` and then
+/// `admin listening on ADDR` on stdout once bound.
 pub async fn serve(rt: Runtime) -> Result<(), String> {
     let state = build_state(&rt)?;
+    // Count objects for the gauges before any write can race with the count.
+    let tenant_ids: Vec<_> = rt.tenants.iter().map(|t| t.id.clone()).collect();
+    crate::ops::metrics::count_objects(&**state.provisioning.store(), &tenant_ids);
     let (server, addr) =
         bind(&rt, state.clone()).map_err(|e| format!("server.listen {}: {e}", rt.listen))?;
-    tracing::info!(%addr, tenants = rt.tenants.len(), "skolgrind started");
+    let (admin_server, admin_addr) = bind_admin(&rt, state.clone())
+        .map_err(|e| format!("admin.listen {}: {e}", rt.ops.admin_listen))?;
+    spawn_upkeep(&rt, &state);
+    tracing::info!(%addr, %admin_addr, tenants = rt.tenants.len(), "skolgrind started");
     println!("listening on {addr}");
-    server.await.map_err(|e| e.to_string())?;
+    println!("admin listening on {admin_addr}");
+    let (public, admin) = futures_util::future::join(server, admin_server).await;
+    public.map_err(|e| e.to_string())?;
+    admin.map_err(|e| e.to_string())?;
     state
         .provisioning
         .store()

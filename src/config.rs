@@ -36,6 +36,18 @@ pub struct Config {
     #[serde(default)]
     #[validate(nested, custom(function = "check_unique_tenant_ids"))]
     pub tenants: Vec<TenantConfig>,
+    #[serde(default)]
+    #[validate(nested)]
+    pub admin: crate::ops::config::AdminConfig,
+    #[serde(default)]
+    #[validate(nested)]
+    pub rate_limits: crate::ops::config::RateLimitConfig,
+    #[serde(default)]
+    #[validate(nested)]
+    pub load: crate::ops::config::LoadConfig,
+    #[serde(default)]
+    #[validate(nested)]
+    pub audit: crate::ops::config::AuditConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Validate)]
@@ -245,6 +257,8 @@ pub struct Runtime {
     pub log: LogConfig,
     pub tenants: Vec<Arc<Tenant>>,
     pub api_keys: Vec<ApiKey>,
+    /// Admin listener, rate limits, load shedding, audit retention.
+    pub ops: crate::ops::config::OpsRuntime,
 }
 
 /// Why a configuration was refused: one line per problem, each naming its key.
@@ -273,6 +287,10 @@ pub fn embedded_defaults(demo_key: &str) -> Config {
             eppn_scopes: Vec::new(),
             civic_no_check: CivicNoPolicy::Warn,
         }],
+        admin: Default::default(),
+        rate_limits: Default::default(),
+        load: Default::default(),
+        audit: Default::default(),
     }
 }
 
@@ -410,7 +428,12 @@ fn to_runtime(cfg: Config) -> Result<Runtime, ConfigError> {
             civic_no_policy: t.civic_no_check,
         }));
     }
+    let ids: Vec<TenantId> = tenants.iter().map(|t| t.id.clone()).collect();
+    let ops =
+        crate::ops::config::to_runtime(&cfg.admin, &cfg.rate_limits, &cfg.load, &cfg.audit, &ids)
+            .map_err(ConfigError)?;
     Ok(Runtime {
+        ops,
         listen,
         data_dir: cfg.server.data_dir,
         public_base_url: cfg.server.public_base_url,

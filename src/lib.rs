@@ -17,5 +17,6 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod ops;
 pub mod protocol;
 pub mod store;

@@ -31,6 +31,8 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Read an API key on stdin and print the value to put in the config.
     HashKey,
+    /// Call the admin API: emergency brake, status, audit trail.
+    Admin(skolgrind::ops::cli::AdminArgs),
 }
 
 fn init_logging(rt: &Runtime) {
@@ -55,6 +57,7 @@ fn generate_key() -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Admin(args) => skolgrind::ops::cli::run(args),
         Command::HashKey => {
             let mut key = String::new();
             if let Err(e) = std::io::stdin().read_to_string(&mut key) {

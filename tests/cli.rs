@@ -100,6 +100,7 @@ async fn serve_with_embedded_defaults_prints_a_demo_key_that_works() {
         .arg("serve")
         .current_dir(dir.path())
         .env("SKOLGRIND_SERVER__LISTEN", "127.0.0.1:0")
+        .env("SKOLGRIND_ADMIN__LISTEN", "127.0.0.1:0")
         .env_remove("SKOLGRIND_DEMO_API_KEY")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -142,4 +143,47 @@ async fn serve_with_embedded_defaults_prints_a_demo_key_that_works() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// The shipped example config and the Kubernetes ConfigMap's config both validate.
+#[test]
+fn deploy_configs_validate() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = root.join("deploy/skolgrind.example.toml");
+    let out = bin()
+        .arg("check-config")
+        .arg(&example)
+        .env_remove("SKOLGRIND_ADMIN__TOKENS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = std::fs::read_to_string(root.join("deploy/kubernetes/skolgrind.yaml")).unwrap();
+    let start = yaml.find("skolgrind.toml: |\n").unwrap() + "skolgrind.toml: |\n".len();
+    let block: String = yaml[start..]
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("k8s.toml");
+    std::fs::write(&file, block).unwrap();
+    // The Secret provides the admin tokens through the environment.
+    let out = bin()
+        .arg("check-config")
+        .arg(&file)
+        .env(
+            "SKOLGRIND_ADMIN__TOKENS",
+            format!("[\"{}\"]", hash("admin-token")),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -25,7 +27,30 @@ pub async fn middleware(
     let start = Instant::now();
     let request_id = uuid::Uuid::new_v4().simple().to_string();
     let method = req.method().to_string();
-    let mut res = next.call(req).await?;
+    // Every line logged while serving the request carries its id, route and tenant.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        route = %req.match_pattern().unwrap_or_else(|| "unmatched".to_owned()),
+        tenant = tracing::field::Empty,
+    );
+    let out = next.call(req).instrument(span.clone()).await;
+    let _entered = span.enter();
+    let mut res = match out {
+        Ok(res) => res,
+        Err(e) => {
+            // Answered through the error path (e.g. a request timeout).
+            tracing::info!(
+                target: "skolgrind::access",
+                request_id = %request_id,
+                method = %method,
+                status = e.as_response_error().status_code().as_u16(),
+                micros = start.elapsed().as_micros() as u64,
+                "request"
+            );
+            return Err(e);
+        }
+    };
     let route = res
         .request()
         .match_pattern()

@@ -40,6 +40,7 @@ impl ResponseError for EgilError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        crate::ops::metrics::domain_error("egil_scim", &self.0);
         let e = render::error(&self.0);
         let mut res = scim(self.status_code(), &e.body);
         let retry = match &self.0 {
@@ -185,6 +186,7 @@ async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse> {
     let (principal, t, parsed) = read_resource(&state, &req, &path, payload).await?;
+    let tenant = principal.tenant.id.clone();
     let out = state
         .provisioning
         .write(
@@ -194,6 +196,7 @@ async fn create(
             parsed.incoming,
         )
         .await?;
+    crate::ops::metrics::objects_changed(&tenant, t.sel().kind, 1.0);
     let base = egil_base(&state, &req);
     let rendered = render::resource(t, &out.object, &base);
     let mut res = scim(StatusCode::CREATED, &rendered);
@@ -212,6 +215,7 @@ async fn put_parsed(
     principal: Principal,
     parsed: wire::Parsed,
 ) -> Result<HttpResponse> {
+    let tenant = principal.tenant.id.clone();
     let out = state
         .provisioning
         .write(
@@ -221,6 +225,9 @@ async fn put_parsed(
             parsed.incoming,
         )
         .await?;
+    if out.created {
+        crate::ops::metrics::objects_changed(&tenant, t.sel().kind, 1.0);
+    }
     // The EGIL client accepts only 200 on PUT, also when the PUT created the object.
     Ok(scim(
         StatusCode::OK,
@@ -268,10 +275,12 @@ async fn delete(
     let (type_name, id) = path.into_inner();
     let t = resource_type_of(&type_name)?;
     let id = url_id(&id)?;
+    let tenant = principal.tenant.id.clone();
     state
         .provisioning
         .delete(&context(principal), t.sel(), &id)
         .await?;
+    crate::ops::metrics::objects_changed(&tenant, t.sel().kind, -1.0);
     Ok(HttpResponse::NoContent().finish())
 }
 

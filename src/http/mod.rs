@@ -3,8 +3,10 @@
 //! protocol's wire format.
 
 pub mod access_log;
+pub mod admin;
 pub mod body;
 pub mod egil;
+pub mod guard;
 
 use std::sync::Arc;
 
@@ -21,6 +23,8 @@ pub struct AppState {
     pub egil: EgilAdapter,
     pub max_body_bytes: usize,
     pub public_base_url: Option<String>,
+    /// Rate limits, load shedding, metrics (see `crate::ops`).
+    pub ops: Arc<crate::ops::Ops>,
 }
 
 impl AppState {
@@ -35,7 +39,8 @@ impl AppState {
         }
     }
 
-    /// Authenticates the request's credentials.
+    /// Authenticates the request's credentials, then takes the call from the tenant's
+    /// rate-limit quota (the single choke point: see `guard::admit`).
     pub fn authenticate(&self, req: &HttpRequest) -> Result<Principal, DomainError> {
         let creds = Credentials {
             api_key: req.headers().get("x-api-key").map(|v| v.as_bytes()),
@@ -43,7 +48,7 @@ impl AppState {
             peer_pin: None,
         };
         let p = self.auth.authenticate(&creds)?;
-        access_log::set_tenant(req, p.tenant.id.as_str());
+        guard::admit(self, req, &p.tenant.id)?;
         Ok(p)
     }
 }
@@ -53,6 +58,7 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::from(state))
             .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(admin::readyz))
             .service(web::scope("/egil").configure(egil::routes));
     }
 }

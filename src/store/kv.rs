@@ -307,6 +307,45 @@ impl<B: Kv> Store for KvStore<B> {
         collect_after(&self.kv, format!("a/{tenant}/").into_bytes(), after, limit)
     }
 
+    fn purge_audit_before(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, StoreError> {
+        // Within a tenant the trail is in sequence order, which is time order: stop at the
+        // first entry at or after the cutoff and go on with the next tenant's range.
+        let mut doomed: Vec<Vec<u8>> = Vec::new();
+        let mut skip_tenant: Option<Vec<u8>> = None;
+        let mut err = None;
+        self.kv.scan(b"a/", &mut |k, v| {
+            // Key: a/{tenant}/{seq}; the tenant prefix ends at the last '/'.
+            let tenant_prefix = match k.iter().rposition(|&b| b == b'/') {
+                Some(i) => &k[..=i],
+                None => return true,
+            };
+            if skip_tenant.as_deref() == Some(tenant_prefix) {
+                return true;
+            }
+            match decode::<AuditRecord>(v) {
+                Ok(r) if r.at < cutoff => doomed.push(k.to_vec()),
+                Ok(_) => skip_tenant = Some(tenant_prefix.to_vec()),
+                Err(e) => {
+                    err = Some(e);
+                    return false;
+                }
+            }
+            true
+        })?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let n = doomed.len();
+        for chunk in doomed.chunks(10_000) {
+            self.kv
+                .apply(chunk.iter().map(|k| (k.clone(), None)).collect())?;
+        }
+        Ok(n)
+    }
+
     fn get_setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.kv.get(format!("s/{key}").as_bytes())
     }

@@ -173,6 +173,9 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError>;
 
+    /// Removes every audit entry (all tenants) recorded before `cutoff`; returns how many.
+    fn purge_audit_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError>;
+
     /// A small persisted setting (operator controls and the like), by key.
     fn get_setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 

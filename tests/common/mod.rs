@@ -13,6 +13,8 @@ use serde_json::Value;
 pub const KEY_A: &str = "key-for-kommunen-aaaaaaaaaaaaaaaa";
 pub const KEY_B: &str = "key-for-grannkommun-bbbbbbbbbbbbbb";
 pub const KEY_STRICT: &str = "key-for-strict-ssssssssssssssssss";
+/// The admin bearer token every test server accepts.
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789abcdef";
 
 pub fn hash(key: &str) -> String {
     skolgrind::auth::api_key::hash_for_config(key)
@@ -48,6 +50,8 @@ civic_no_check = "strict"
 pub struct Server {
     child: Option<Child>,
     pub base: String,
+    /// Base URL of the admin listener.
+    pub admin: String,
     pub dir: tempfile::TempDir,
     config: PathBuf,
 }
@@ -58,14 +62,29 @@ impl Server {
     }
 
     /// Starts with the given `[[tenants]]` blocks and extra top-level TOML (before them).
+    /// The admin listener takes a free port and accepts [`ADMIN_TOKEN`]; unless `extra`
+    /// has its own `[rate_limits]`, quotas are high enough never to get in a test's way.
     pub fn start_with(tenants: &str, extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("skolgrind.toml");
         let data = dir.path().join("data");
+        let limits = if extra.contains("[rate_limits") {
+            ""
+        } else {
+            "[rate_limits]\nwrites = { requests = 100000 }\nreads = { requests = 100000 }\nunauthenticated_per_ip = { requests = 100000 }\n"
+        };
+        let admin = if extra.contains("[admin]") {
+            String::new()
+        } else {
+            format!(
+                "[admin]\nlisten = \"127.0.0.1:0\"\ntokens = [\"{}\"]\n",
+                hash(ADMIN_TOKEN)
+            )
+        };
         std::fs::write(
             &config,
             format!(
-                "version = 1\n{extra}\n[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{tenants}",
+                "version = 1\n{extra}\n{limits}{admin}[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{tenants}",
                 data.display()
             ),
         )
@@ -73,6 +92,7 @@ impl Server {
         let mut s = Server {
             child: None,
             base: String::new(),
+            admin: String::new(),
             dir,
             config,
         };
@@ -98,8 +118,9 @@ impl Server {
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap();
-        let addr = read_listening(&mut child);
+        let (addr, admin) = read_addresses(&mut child);
         self.base = format!("http://{addr}");
+        self.admin = format!("http://{admin}");
         self.child = Some(child);
     }
 
@@ -134,18 +155,54 @@ impl Drop for Server {
 
 /// Reads the child's stdout until `listening on ADDR`.
 pub fn read_listening(child: &mut Child) -> String {
+    read_addresses(child).0
+}
+
+/// Reads the child's stdout until `listening on ADDR` and `admin listening on ADDR`.
+pub fn read_addresses(child: &mut Child) -> (String, String) {
     let out = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { return };
             if let Some(a) = line.strip_prefix("listening on ") {
-                let _ = tx.send(a.to_owned());
+                let _ = tx.send((false, a.to_owned()));
+            } else if let Some(a) = line.strip_prefix("admin listening on ") {
+                let _ = tx.send((true, a.to_owned()));
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("server did not start")
+    let (mut public, mut admin) = (None, None);
+    while public.is_none() || admin.is_none() {
+        let (is_admin, a) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server did not start");
+        if is_admin {
+            admin = Some(a);
+        } else {
+            public = Some(a);
+        }
+    }
+    (public.unwrap(), admin.unwrap())
+}
+
+/// An admin API call with the test token (or another one).
+pub async fn admin_call(
+    c: &Client,
+    s: &Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = c.request(method.parse().unwrap(), format!("{}{path}", s.admin));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    json(r.send().await.unwrap()).await
 }
 
 pub fn client() -> Client {

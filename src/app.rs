@@ -7,10 +7,10 @@ use actix_web::middleware::{from_fn, NormalizePath, TrailingSlash};
 use actix_web::{App, HttpServer};
 
 use crate::auth::api_key::ApiKeys;
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Mechanism, Trust};
 use crate::config::Runtime;
 use crate::domain::{Controls, Provisioning};
-use crate::http::{access_log, configure, AppState};
+use crate::http::{access_log, configure, tls, AppState};
 use crate::protocol::egil::EgilAdapter;
 use crate::store::sled_kv::SledStore;
 use crate::store::Store;
@@ -31,10 +31,10 @@ pub fn build_state(rt: &Runtime) -> Result<Arc<AppState>, String> {
 
 /// Builds the shared state around a given store (tests and benchmarks use this too).
 pub fn state_with_store(rt: &Runtime, store: Arc<dyn Store>) -> Result<Arc<AppState>, String> {
-    let auth = Authenticator::new(
-        rt.tenants.clone(),
-        vec![Box::new(ApiKeys::new(rt.api_keys.clone()))],
-    );
+    let (trust, more) = Trust::build(&rt.auth, tls::provider())?;
+    let mut mechanisms: Vec<Box<dyn Mechanism>> = vec![Box::new(ApiKeys::new(rt.api_keys.clone()))];
+    mechanisms.extend(more);
+    let auth = Authenticator::new(rt.tenants.clone(), mechanisms);
     let tenant_ids: Vec<_> = rt.tenants.iter().map(|t| t.id.clone()).collect();
     let controls = Controls::load(store.clone(), &tenant_ids)
         .map_err(|e| format!("loading operator controls: {e}"))?;
@@ -44,36 +44,92 @@ pub fn state_with_store(rt: &Runtime, store: Arc<dyn Store>) -> Result<Arc<AppSt
         egil: EgilAdapter::new()?,
         max_body_bytes: rt.max_body_bytes,
         public_base_url: rt.public_base_url.clone(),
+        trust,
     }))
 }
 
-/// Binds the public listener (HTTP/1.1 with keep-alive, and h2c with prior knowledge).
+/// Binds the public listener (HTTP/1.1 with keep-alive, and h2c with prior knowledge), or
+/// the TLS listener if plain HTTP is switched off.
 pub fn bind(
     rt: &Runtime,
     state: Arc<AppState>,
 ) -> std::io::Result<(actix_web::dev::Server, SocketAddr)> {
-    let listener = TcpListener::bind(rt.listen)?;
-    let addr = listener.local_addr()?;
+    let (server, bound) = bind_all(rt, state)?;
+    let addr = bound
+        .plain
+        .or(bound.tls)
+        .ok_or_else(|| std::io::Error::other("no listener configured"))?;
+    Ok((server, addr))
+}
+
+/// The addresses actually bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub plain: Option<SocketAddr>,
+    pub tls: Option<SocketAddr>,
+}
+
+/// Binds the plain listener (unless `tls.plain_http = false`) and the TLS listener (if
+/// `[tls]` is configured) on one server.
+pub fn bind_all(
+    rt: &Runtime,
+    state: Arc<AppState>,
+) -> std::io::Result<(actix_web::dev::Server, Bound)> {
+    let federation = state.trust.federation.clone();
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(NormalizePath::new(TrailingSlash::MergeOnly))
             .wrap(from_fn(access_log::middleware))
             .configure(configure(state.clone()))
     })
-    .shutdown_timeout(10);
+    .shutdown_timeout(10)
+    // Must come before the TLS listener is added, or it silently does nothing.
+    .on_connect(tls::capture_peer_pin);
     if let Some(w) = rt.workers {
         server = server.workers(w);
     }
-    Ok((server.listen_auto_h2c(listener)?.run(), addr))
+    let mut bound = Bound {
+        plain: None,
+        tls: None,
+    };
+    if rt.auth.tls.as_ref().is_none_or(|t| t.plain_http) {
+        let listener = TcpListener::bind(rt.listen)?;
+        bound.plain = Some(listener.local_addr()?);
+        server = server.listen_auto_h2c(listener)?;
+    }
+    if let Some(t) = &rt.auth.tls {
+        let cfg = tls::server_config(t, federation).map_err(std::io::Error::other)?;
+        let listener = TcpListener::bind(t.listen)?;
+        bound.tls = Some(listener.local_addr()?);
+        server = server.listen_rustls_0_23(listener, cfg)?;
+    }
+    Ok((server.run(), bound))
+}
+
+/// Starts the background refresh of federation metadata and JWKS (on the server's runtime).
+fn start_refreshers(state: &AppState) {
+    if let Some(fed) = &state.trust.federation {
+        let first = fed.start();
+        actix_web::rt::spawn(fed.clone().run_refresher(first));
+    }
+    for j in &state.trust.jwks {
+        actix_web::rt::spawn(j.clone().run_refresher());
+    }
 }
 
 /// Runs the server until SIGINT/SIGTERM. Prints `listening on ADDR` on stdout once bound.
 pub async fn serve(rt: Runtime) -> Result<(), String> {
     let state = build_state(&rt)?;
-    let (server, addr) =
-        bind(&rt, state.clone()).map_err(|e| format!("server.listen {}: {e}", rt.listen))?;
-    tracing::info!(%addr, tenants = rt.tenants.len(), "skolgrind started");
-    println!("listening on {addr}");
+    start_refreshers(&state);
+    let (server, bound) =
+        bind_all(&rt, state.clone()).map_err(|e| format!("server.listen/tls.listen: {e}"))?;
+    tracing::info!(plain = ?bound.plain, tls = ?bound.tls, tenants = rt.tenants.len(), "skolgrind started");
+    if let Some(addr) = bound.tls {
+        println!("listening tls on {addr}");
+    }
+    if let Some(addr) = bound.plain {
+        println!("listening on {addr}");
+    }
     server.await.map_err(|e| e.to_string())?;
     state
         .provisioning

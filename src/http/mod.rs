@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod body;
 pub mod egil;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ pub struct AppState {
     pub egil: EgilAdapter,
     pub max_body_bytes: usize,
     pub public_base_url: Option<String>,
+    /// Federation metadata and JWKS refreshed in the background.
+    pub trust: crate::auth::Trust,
 }
 
 impl AppState {
@@ -37,15 +40,26 @@ impl AppState {
 
     /// Authenticates the request's credentials.
     pub fn authenticate(&self, req: &HttpRequest) -> Result<Principal, DomainError> {
+        let pin = req.conn_data::<tls::PeerPin>();
         let creds = Credentials {
             api_key: req.headers().get("x-api-key").map(|v| v.as_bytes()),
-            bearer: None,
-            peer_pin: None,
+            bearer: bearer_token(req),
+            peer_pin: pin.map(|p| p.0.as_str()),
         };
         let p = self.auth.authenticate(&creds)?;
         access_log::set_tenant(req, p.tenant.id.as_str());
         Ok(p)
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    let v = req.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Registers every route.

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub mod tls;
+
 use reqwest::{Client, Response};
 use serde_json::Value;
 
@@ -48,6 +50,8 @@ civic_no_check = "strict"
 pub struct Server {
     child: Option<Child>,
     pub base: String,
+    /// `host:port` of the TLS listener, if one is configured.
+    pub tls_addr: Option<String>,
     pub dir: tempfile::TempDir,
     config: PathBuf,
 }
@@ -73,6 +77,7 @@ impl Server {
         let mut s = Server {
             child: None,
             base: String::new(),
+            tls_addr: None,
             dir,
             config,
         };
@@ -98,8 +103,9 @@ impl Server {
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap();
-        let addr = read_listening(&mut child);
+        let (addr, tls) = read_listening_with_tls(&mut child);
         self.base = format!("http://{addr}");
+        self.tls_addr = tls;
         self.child = Some(child);
     }
 
@@ -134,13 +140,23 @@ impl Drop for Server {
 
 /// Reads the child's stdout until `listening on ADDR`.
 pub fn read_listening(child: &mut Child) -> String {
+    read_listening_with_tls(child).0
+}
+
+/// Reads the child's stdout until `listening on ADDR`; the TLS listener's
+/// `listening tls on ADDR` line, if any, comes before it.
+pub fn read_listening_with_tls(child: &mut Child) -> (String, Option<String>) {
     let out = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut tls = None;
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { return };
+            if let Some(a) = line.strip_prefix("listening tls on ") {
+                tls = Some(a.to_owned());
+            }
             if let Some(a) = line.strip_prefix("listening on ") {
-                let _ = tx.send(a.to_owned());
+                let _ = tx.send((a.to_owned(), tls.clone()));
             }
         }
     });

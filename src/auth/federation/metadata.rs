@@ -380,3 +380,177 @@ pub fn spki_pin(cert: &CertificateDer<'_>) -> Option<String> {
             .encode(Sha256::digest(parsed.subject_public_key_info().as_ref())),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::devpki::{self, SigningKey, Validity};
+    use serde_json::json;
+
+    const ISS: &str = "https://fed.example";
+
+    fn trust(keys: &[&SigningKey]) -> SigningTrust {
+        SigningTrust {
+            keys: serde_json::from_str(&devpki::jwks(keys).unwrap()).unwrap(),
+            issuer: Some(ISS.into()),
+            algorithms: vec![Algorithm::ES256],
+            leeway_secs: 60,
+        }
+    }
+
+    fn payload() -> Value {
+        let c = devpki::self_signed("a", &[], true, Validity::default()).unwrap();
+        devpki::metadata_payload(
+            vec![devpki::client_entity(
+                "https://a.example",
+                "SE1",
+                &[&c.cert_pem],
+                &[&c.pin()],
+            )],
+            60,
+        )
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn verifies_header_times_issuer_and_key() {
+        let k = SigningKey::generate("k1").unwrap();
+        let t = trust(&[&k]);
+        let doc = k
+            .sign_metadata(&payload(), ISS, NOW - 10, NOW + 100)
+            .unwrap();
+        let v = verify(doc.as_bytes(), &t, NOW, 0).unwrap();
+        assert_eq!((v.iat, v.exp, v.iss.as_str()), (NOW - 10, NOW + 100, ISS));
+
+        // Expired, unless a grace period covers it.
+        assert!(matches!(
+            verify(doc.as_bytes(), &t, NOW + 100, 0),
+            Err(MetadataError::Expired { .. })
+        ));
+        assert!(verify(doc.as_bytes(), &t, NOW + 100, 50).is_ok());
+        // Not yet valid beyond the skew.
+        assert!(matches!(
+            verify(doc.as_bytes(), &t, NOW - 100, 0),
+            Err(MetadataError::NotYetValid { .. })
+        ));
+        // Another federation's iss.
+        let other = k
+            .sign_metadata(&payload(), "https://other", NOW, NOW + 100)
+            .unwrap();
+        assert!(matches!(
+            verify(other.as_bytes(), &t, NOW, 0),
+            Err(MetadataError::Header(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_unknown_kid_bad_signature_and_tampering() {
+        let k = SigningKey::generate("k1").unwrap();
+        let t = trust(&[&k]);
+        let stranger = SigningKey::generate("k2").unwrap();
+        let doc = stranger
+            .sign_metadata(&payload(), ISS, NOW, NOW + 100)
+            .unwrap();
+        assert!(matches!(
+            verify(doc.as_bytes(), &t, NOW, 0),
+            Err(MetadataError::UnknownKid(_))
+        ));
+
+        // Same kid, different key: bad signature.
+        let impostor = SigningKey::generate("k1").unwrap();
+        let doc = impostor
+            .sign_metadata(&payload(), ISS, NOW, NOW + 100)
+            .unwrap();
+        assert!(matches!(
+            verify(doc.as_bytes(), &t, NOW, 0),
+            Err(MetadataError::BadSignature { .. })
+        ));
+
+        // A payload swapped after signing.
+        let doc = k.sign_metadata(&payload(), ISS, NOW, NOW + 100).unwrap();
+        let mut v: Value = serde_json::from_str(&doc).unwrap();
+        let other = k.sign_metadata(&payload(), ISS, NOW, NOW + 100).unwrap();
+        let other: Value = serde_json::from_str(&other).unwrap();
+        v["payload"] = other["payload"].clone();
+        let tampered = serde_json::to_vec(&v).unwrap();
+        assert!(matches!(
+            verify(&tampered, &t, NOW, 0),
+            Err(MetadataError::BadSignature { .. })
+        ));
+
+        assert!(matches!(
+            verify(b"{}", &t, NOW, 0),
+            Err(MetadataError::Format(_))
+        ));
+        assert!(matches!(
+            verify(b"x.y.z", &t, NOW, 0),
+            Err(MetadataError::Format(_))
+        ));
+    }
+
+    #[test]
+    fn second_signature_by_our_key_is_used() {
+        let ours = SigningKey::generate("ours").unwrap();
+        let theirs = SigningKey::generate("theirs").unwrap();
+        let a: Value = serde_json::from_str(
+            &theirs
+                .sign_metadata(&payload(), ISS, NOW, NOW + 100)
+                .unwrap(),
+        )
+        .unwrap();
+        let b: Value =
+            serde_json::from_str(&ours.sign_metadata(&payload(), ISS, NOW, NOW + 100).unwrap())
+                .unwrap();
+        // Re-sign b's payload: both signatures must cover the same payload.
+        let pl: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(a["payload"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        let b2: Value =
+            serde_json::from_str(&ours.sign_metadata(&pl, ISS, NOW, NOW + 100).unwrap()).unwrap();
+        let doc = json!({"payload": a["payload"], "signatures": [a["signatures"][0], b2["signatures"][0]]});
+        let v = verify(&serde_json::to_vec(&doc).unwrap(), &trust(&[&ours]), NOW, 0).unwrap();
+        assert_eq!(v.kid, "ours");
+        let _ = b;
+    }
+
+    fn verified(payload: Value) -> Verified {
+        Verified {
+            payload,
+            iat: NOW,
+            exp: NOW + 100,
+            iss: ISS.into(),
+            kid: "k".into(),
+        }
+    }
+
+    #[test]
+    fn tolerant_parsing_legacy_pins_and_duplicate_pins() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let pin = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+        let doc = json!({
+            "version": "1.0.0",
+            "unknown_member": {"x": 1},
+            "entities": [
+                {"entity_id": "https://a", "organization_id": "SE1", "issuers": [], "extensions": {},
+                 "clients": [{"pins": [{"alg": "sha256", "digest": pin(1)}, {"name": "sha256", "value": pin(2)}], "tags": ["x"]}]},
+                {"entity_id": "https://b", "issuers": [],
+                 "clients": [{"pins": [{"alg": "sha256", "digest": pin(3)}, {"alg": "sha1", "digest": pin(4)}]}]},
+                {"entity_id": "https://c", "issuers": [],
+                 "clients": [{"pins": [{"alg": "sha256", "digest": pin(3)}, {"alg": "sha256", "digest": "short"}]}]},
+                {"no_entity_id": true}
+            ]
+        });
+        let idx = index(&verified(doc), &provider).unwrap();
+        assert_eq!(idx.by_pin.get(&pin(1)).unwrap().entity_id, "https://a");
+        assert_eq!(idx.by_pin.get(&pin(2)).unwrap().entity_id, "https://a");
+        assert!(idx.by_pin.get(&pin(3)).is_none());
+        assert!(idx.ambiguous.contains(&pin(3)));
+        assert!(idx.by_pin.get(&pin(4)).is_none());
+        assert_eq!(idx.by_pin.len(), 2);
+        assert!(index(&verified(json!({"version": "1.0.0"})), &provider).is_err());
+    }
+}

@@ -547,9 +547,9 @@ mod tests {
         let idx = index(&verified(doc), &provider).unwrap();
         assert_eq!(idx.by_pin.get(&pin(1)).unwrap().entity_id, "https://a");
         assert_eq!(idx.by_pin.get(&pin(2)).unwrap().entity_id, "https://a");
-        assert!(idx.by_pin.get(&pin(3)).is_none());
+        assert!(!idx.by_pin.contains_key(&pin(3)));
         assert!(idx.ambiguous.contains(&pin(3)));
-        assert!(idx.by_pin.get(&pin(4)).is_none());
+        assert!(!idx.by_pin.contains_key(&pin(4)));
         assert_eq!(idx.by_pin.len(), 2);
         assert!(index(&verified(json!({"version": "1.0.0"})), &provider).is_err());
     }

@@ -135,6 +135,7 @@ impl Ca {
 pub struct SigningKey {
     pub kid: String,
     pub key_pem: String,
+    pub public_pem: String,
     encoding: EncodingKey,
 }
 
@@ -146,6 +147,7 @@ impl SigningKey {
         Ok(SigningKey {
             kid: kid.to_owned(),
             key_pem,
+            public_pem: k.public_key_pem(),
             encoding,
         })
     }

@@ -256,8 +256,9 @@ impl Issuer {
                 tracing::info!(%kid, "bearer token refused: algorithm differs from the key's");
                 return Outcome::Refused;
             }
+            // Only the header's algorithm, already checked against the allow-list
+            // (jsonwebtoken refuses a list that mixes key families).
             let mut v = Validation::new(header.alg);
-            v.algorithms = self.algorithms.clone();
             v.leeway = self.leeway_secs;
             v.validate_nbf = true;
             v.validate_exp = true;

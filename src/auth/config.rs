@@ -524,3 +524,110 @@ pub fn check_offline(rt: &AuthRuntime) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issuer(extra: &str) -> JwtIssuerConfig {
+        let toml = format!(
+            "issuer = \"https://i\"\naudience = [\"a\"]\njwks = \"/nonexistent/jwks.json\"\n{extra}"
+        );
+        use figment::providers::Format;
+        figment::Figment::from(figment::providers::Toml::string(&toml))
+            .extract()
+            .unwrap()
+    }
+
+    fn errors(issuers: &[JwtIssuerConfig], base: Option<&str>) -> Vec<String> {
+        build(Inputs {
+            tls: None,
+            federation: None,
+            jwt_issuers: issuers,
+            tenants: vec![],
+            public_base_url: base,
+            data_dir: Path::new("/tmp"),
+        })
+        .err()
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn jwt_issuer_messages_name_the_key() {
+        let e = errors(
+            &[issuer("algorithms = [\"HS256\", \"none\"]")],
+            Some("https://x"),
+        );
+        assert!(e.iter().any(|l| l.starts_with("jwt_issuers[0].algorithms: algorithm HS256 is not allowed")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("jwt_issuers[0].algorithms: unknown algorithm \"none\"")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("jwt_issuers[0].jwks /nonexistent/jwks.json")),
+            "{e:?}"
+        );
+        let e = errors(&[issuer("")], None);
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("jwt_issuers[0].location: set it")),
+            "{e:?}"
+        );
+        let mut i = issuer("leeway_secs = 3600");
+        i.audience.clear();
+        let e = errors(&[i], Some("https://x"));
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("jwt_issuers[0].audience: at least one")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l == "jwt_issuers[0].leeway_secs: at most 300"),
+            "{e:?}"
+        );
+        let mut i = issuer("");
+        i.jwks = "http://plain/jwks".into();
+        let e = errors(&[i], Some("https://x"));
+        assert!(
+            e.iter().any(|l| l.contains("only fetched over https")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn tenant_identities_are_unique_and_need_their_mechanism() {
+        let a = TenantAuthConfig {
+            moa_entity_ids: vec!["https://e".into()],
+            jwt_claim_values: vec!["SE1".into()],
+            ..Default::default()
+        };
+        let t = |s: &str| TenantId::parse(s).unwrap();
+        let e = build(Inputs {
+            tls: None,
+            federation: None,
+            jwt_issuers: &[],
+            tenants: vec![(t("a"), &a), (t("b"), &a)],
+            public_base_url: None,
+            data_dir: Path::new("/tmp"),
+        })
+        .unwrap_err();
+        assert!(
+            e.contains(
+                &"tenants[1].auth.moa_entity_ids: \"https://e\" is already mapped to tenant 'a'"
+                    .to_owned()
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|l| l.starts_with("tenants: moa_entity_ids")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|l| l.starts_with("tenants: jwt_claim_values")),
+            "{e:?}"
+        );
+    }
+}

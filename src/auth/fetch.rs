@@ -104,3 +104,53 @@ pub async fn fetch(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources() {
+        assert_eq!(
+            Source::parse("https://fed.example/md.jws"),
+            Ok(Source::Url("https://fed.example/md.jws".into()))
+        );
+        assert!(Source::parse("http://fed.example/md.jws").is_err());
+        assert!(Source::parse("").is_err());
+        assert_eq!(
+            Source::parse("/etc/x.jws"),
+            Ok(Source::File(PathBuf::from("/etc/x.jws")))
+        );
+    }
+
+    #[tokio::test]
+    async fn https_client_builds_on_ring_and_reports_network_errors() {
+        // Nothing listens on port 1: a network error (short retry), never bad content.
+        let r = fetch(
+            &Source::Url("https://127.0.0.1:1/md.jws".into()),
+            Duration::from_secs(5),
+            1024,
+        )
+        .await;
+        assert!(matches!(r, Err(FetchError::Network(_))), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn files_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big");
+        std::fs::write(&p, vec![b'x'; 2048]).unwrap();
+        let src = Source::File(p);
+        assert!(matches!(
+            fetch(&src, Duration::from_secs(1), 1024).await,
+            Err(FetchError::TooLarge)
+        ));
+        assert_eq!(
+            fetch(&src, Duration::from_secs(1), 4096)
+                .await
+                .unwrap()
+                .len(),
+            2048
+        );
+    }
+}

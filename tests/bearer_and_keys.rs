@@ -377,3 +377,56 @@ async fn api_keys_rotate_and_expire() {
     let log = std::fs::read_to_string(s.log_path()).unwrap();
     assert!(log.contains("expired API key presented"));
 }
+
+#[tokio::test]
+async fn tls_offers_h2_and_http11_on_tls12_and_tls13() {
+    let Setup {
+        pki,
+        k1,
+        addr,
+        s: _s,
+    } = setup();
+    let token = k1.sign_jwt(&claims(ORG_A)).unwrap();
+    let users = tls_url(&addr, "/egil/Users");
+    let versions: [&[&tokio_rustls::rustls::SupportedProtocolVersion]; 2] = [
+        &[&tokio_rustls::rustls::version::TLS12],
+        &[&tokio_rustls::rustls::version::TLS13],
+    ];
+    for tls_versions in versions {
+        for (alpn, want) in [
+            (
+                vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+                reqwest::Version::HTTP_2,
+            ),
+            (vec![b"http/1.1".to_vec()], reqwest::Version::HTTP_11),
+        ] {
+            let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+            roots
+                .add(tokio_rustls::rustls::pki_types::CertificateDer::from(
+                    pki.server_ca.cert.der.clone(),
+                ))
+                .unwrap();
+            let mut cfg = tokio_rustls::rustls::ClientConfig::builder_with_provider(
+                std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()),
+            )
+            .with_protocol_versions(tls_versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            cfg.alpn_protocols = alpn;
+            let c = reqwest::Client::builder()
+                .use_preconfigured_tls(cfg)
+                .resolve("localhost", addr.parse().unwrap())
+                .build()
+                .unwrap();
+            let r = c
+                .get(&users)
+                .header("Authorization", format!("Bearer {token}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.version(), want);
+        }
+    }
+}

@@ -44,7 +44,7 @@ impl AppState {
         let creds = Credentials {
             api_key: req.headers().get("x-api-key").map(|v| v.as_bytes()),
             bearer: bearer_token(req),
-            peer_pin: pin.map(|p| p.0.as_str()),
+            peer_pin: pin.and_then(|p| p.current(chrono::Utc::now().timestamp())),
         };
         let p = self.auth.authenticate(&creds)?;
         access_log::set_tenant(req, p.tenant.id.as_str());

@@ -13,9 +13,20 @@ use crate::auth::config::{ClientCertMode, TlsRuntime};
 use crate::auth::federation::metadata::spki_pin;
 use crate::auth::federation::{Federation, FederationVerifier};
 
-/// The SHA-256 SPKI pin of the connection's client certificate (leaf).
+/// The SHA-256 SPKI pin of the connection's client certificate (leaf) and the end of its
+/// validity (a resumed TLS session is not re-verified, so requests check the date again).
 #[derive(Debug, Clone)]
-pub struct PeerPin(pub String);
+pub struct PeerPin {
+    pub pin: String,
+    pub not_after: i64,
+}
+
+impl PeerPin {
+    /// The pin while the certificate is still valid.
+    pub fn current(&self, now: i64) -> Option<&str> {
+        (now <= self.not_after).then_some(self.pin.as_str())
+    }
+}
 
 /// The only crypto provider compiled in.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -53,11 +64,28 @@ pub fn capture_peer_pin(conn: &dyn std::any::Any, ext: &mut Extensions) {
     };
     let (_, server_conn) = tls.get_ref();
     // The leaf comes first.
-    if let Some(pin) = server_conn
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(spki_pin)
-    {
-        ext.insert(PeerPin(pin));
+    let Some(leaf) = server_conn.peer_certificates().and_then(|c| c.first()) else {
+        return;
+    };
+    let not_after = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map(|(_, c)| c.validity().not_after.timestamp())
+        .unwrap_or(i64::MIN);
+    if let Some(pin) = spki_pin(leaf) {
+        ext.insert(PeerPin { pin, not_after });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pin_is_offered_only_while_the_certificate_is_valid() {
+        let p = PeerPin {
+            pin: "x".into(),
+            not_after: 100,
+        };
+        assert_eq!(p.current(100), Some("x"));
+        assert_eq!(p.current(101), None);
     }
 }

@@ -244,6 +244,28 @@ fn log_changes(old: &PinIndex, new: &PinIndex) {
             tracing::info!(%entity, "federation: entity no longer has client pins");
         }
     }
+    let trust_of = |idx: &PinIndex| -> HashMap<String, (Option<String>, Vec<Vec<u8>>)> {
+        idx.by_pin
+            .values()
+            .map(|e| {
+                (
+                    e.entity_id.clone(),
+                    (e.organization_id.clone(), e.issuers.clone()),
+                )
+            })
+            .collect()
+    };
+    let (old_t, new_t) = (trust_of(old), trust_of(new));
+    for (entity, (org, issuers)) in &new_t {
+        if let Some((old_org, old_issuers)) = old_t.get(entity) {
+            if old_org != org {
+                tracing::warn!(%entity, from = ?old_org, to = ?org, "federation: organization_id of entity changed");
+            }
+            if old_issuers != issuers {
+                tracing::info!(%entity, "federation: issuers of entity changed");
+            }
+        }
+    }
 }
 
 fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {

@@ -384,3 +384,163 @@ async fn removing_a_pin_cuts_existing_and_resumed_connections() {
     let log = std::fs::read_to_string(s.log_path()).unwrap();
     assert!(log.contains("entity no longer has client pins"));
 }
+
+/// A tiny HTTPS server for trust documents (path → body), with the test server certificate.
+async fn doc_server(
+    pki: &Pki,
+    docs: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(pki.path("server.pem"))
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(pki.path("server.key")).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let docs = docs.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                let body = docs.lock().unwrap().get(&path).cloned();
+                let resp = match body {
+                    Some(b) => format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                        b.len()
+                    ),
+                    None => {
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_owned()
+                    }
+                };
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (format!("https://localhost:{port}"), task)
+}
+
+#[tokio::test]
+async fn metadata_and_jwks_over_https_with_a_verified_disk_cache() {
+    let pki = Pki::new();
+    let fed = federation();
+    std::fs::write(pki.path("server-ca.pem"), &pki.server_ca.cert.cert_pem).unwrap();
+    let jwt_key = SigningKey::generate("jwt-1").unwrap();
+    let docs = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let md = pki.sign(fed.entities.clone(), 3600, 86400, &pki.fed_key);
+    docs.lock()
+        .unwrap()
+        .insert("/md.jws".to_owned(), md.clone());
+    docs.lock()
+        .unwrap()
+        .insert("/jwks.json".to_owned(), devpki::jwks(&[&jwt_key]).unwrap());
+    let (base, task) = doc_server(&pki, docs.clone()).await;
+
+    let ca = pki.path("server-ca.pem").display().to_string();
+    let file_line = format!("metadata = \"{}\"", pki.path("metadata.jws").display());
+    let toml = pki
+        .toml("optional", &format!("fetch_ca_file = \"{ca}\""))
+        .replace(&file_line, &format!("metadata = \"{base}/md.jws\""));
+    let toml = format!(
+        "{toml}\n[[jwt_issuers]]\nissuer = \"https://issuer.example\"\naudience = [\"a\"]\n\
+         jwks = \"{base}/jwks.json\"\nfetch_ca_file = \"{ca}\"\ncheck_location = false\n"
+    );
+    let tenants = tenants().replace(
+        "moa_entity_ids = [\"https://a.example\"]",
+        "moa_entity_ids = [\"https://a.example\"]\njwt_claim_values = [\"SE2120000001\"]",
+    );
+    let mut s = Server::start_with(&tenants, &toml);
+    let addr = s.tls_addr.clone().unwrap();
+    let users = tls_url(&addr, "/egil/Users");
+    let ca_client = pki.reqwest(Some(&fed.a), &addr);
+    let n = chrono::Utc::now().timestamp();
+    let token = jwt_key
+        .sign_jwt(
+            &serde_json::json!({"iss": "https://issuer.example", "aud": "a",
+            "iat": n, "nbf": n, "exp": n + 600, "organization_id": "SE2120000001"}),
+        )
+        .unwrap();
+    let anon = pki.reqwest(None, &addr);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let moa = get_status(&ca_client, &users).await;
+        let jwt = anon
+            .get(&users)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if moa == Some(200) && jwt == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never loaded over https: {moa:?} {jwt}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // The signed document is cached on disk, readable by the owner only.
+    let cache = pki.path("cache.jws");
+    assert_eq!(std::fs::read_to_string(&cache).unwrap(), md);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // The publisher goes away; a restart re-verifies the cached copy and trusts it.
+    task.abort();
+    let _ = task.await;
+    s.restart_after_kill();
+    let addr = s.tls_addr.clone().unwrap();
+    let c = pki.reqwest(Some(&fed.a), &addr);
+    assert_eq!(
+        get_status(&c, &tls_url(&addr, "/egil/Users")).await,
+        Some(200)
+    );
+
+    // A cache file that does not verify is not trusted.
+    let mut v: Value = serde_json::from_str(&md).unwrap();
+    v["payload"] = Value::String(v["payload"].as_str().unwrap().replace('A', "B"));
+    std::fs::write(&cache, v.to_string()).unwrap();
+    s.restart_after_kill();
+    let addr = s.tls_addr.clone().unwrap();
+    let c = pki.reqwest(Some(&fed.a), &addr);
+    assert_eq!(get_status(&c, &tls_url(&addr, "/egil/Users")).await, None);
+    let log = std::fs::read_to_string(s.log_path()).unwrap();
+    assert!(log.contains("cached federation metadata re-verified"));
+    assert!(log.contains("cached federation metadata not trusted"));
+}

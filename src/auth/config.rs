@@ -78,6 +78,9 @@ pub struct FederationConfig {
     pub fetch_timeout_secs: u64,
     #[serde(default = "d8mib")]
     pub max_bytes: usize,
+    /// PEM CA certificates trusted for the https download besides the public web roots.
+    #[serde(default)]
+    pub fetch_ca_file: Option<PathBuf>,
     /// Seconds after the metadata's `exp` during which it is still trusted. 0 (default):
     /// expired metadata is never trusted.
     #[serde(default)]
@@ -141,6 +144,9 @@ pub struct JwtIssuerConfig {
     pub jwks_min_refresh_secs: u64,
     #[serde(default = "d3600")]
     pub jwks_refresh_secs: u64,
+    /// PEM CA certificates trusted for the https download besides the public web roots.
+    #[serde(default)]
+    pub fetch_ca_file: Option<PathBuf>,
 }
 
 fn org_claim() -> String {
@@ -190,6 +196,7 @@ pub struct JwtIssuerRuntime {
     pub min_refresh: Duration,
     pub refresh_every: Duration,
     pub tenants: HashMap<String, TenantId>,
+    pub fetch_roots: Option<Arc<[u8]>>,
 }
 
 /// Everything authentication needs beyond API keys.
@@ -259,6 +266,24 @@ pub fn read_cert_and_key(
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("key_file {}: {e}", key.display()))?;
     Ok((chain, key))
+}
+
+/// Reads an optional PEM CA bundle for downloads.
+fn read_roots(key: &str, path: Option<&PathBuf>, errs: &mut Vec<String>) -> Option<Arc<[u8]>> {
+    let p = path?;
+    match std::fs::read(p) {
+        Ok(raw) => match super::fetch::check_roots(&raw) {
+            Ok(()) => Some(raw.into()),
+            Err(e) => {
+                errs.push(format!("{key} {}: {e}", p.display()));
+                None
+            }
+        },
+        Err(e) => {
+            errs.push(format!("{key} {}: {e}", p.display()));
+            None
+        }
+    }
 }
 
 /// Validates the auth sections; each message names its key.
@@ -358,6 +383,11 @@ pub fn build(i: Inputs<'_>) -> Result<AuthRuntime, Vec<String>> {
                 errs.push(format!("federation.{k}: must be at least 1"));
             }
         }
+        let fetch_roots = read_roots(
+            "federation.fetch_ca_file",
+            f.fetch_ca_file.as_ref(),
+            &mut errs,
+        );
         match (source, keys, algs) {
             (Ok(source), Ok(keys), Ok(algorithms)) => {
                 if keys.keys.is_empty() {
@@ -381,6 +411,7 @@ pub fn build(i: Inputs<'_>) -> Result<AuthRuntime, Vec<String>> {
                     bad_content_retry: Duration::from_secs(f.bad_content_retry_secs.max(1)),
                     fetch_timeout: Duration::from_secs(f.fetch_timeout_secs.max(1)),
                     max_bytes: f.max_bytes,
+                    fetch_roots,
                     expired_grace_secs: i64::try_from(f.expired_grace_secs).unwrap_or(i64::MAX),
                     entity_tenants,
                     organization_tenants: org_tenants,
@@ -477,8 +508,14 @@ pub fn build(i: Inputs<'_>) -> Result<AuthRuntime, Vec<String>> {
         } else {
             None
         };
+        let fetch_roots = read_roots(
+            &format!("{key}.fetch_ca_file"),
+            j.fetch_ca_file.as_ref(),
+            &mut errs,
+        );
         if let Some(jwks) = jwks {
             out.jwt.push(JwtIssuerRuntime {
+                fetch_roots,
                 issuer: j.issuer.clone(),
                 audiences: j.audience.clone(),
                 algorithms: algs,

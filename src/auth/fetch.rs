@@ -45,17 +45,37 @@ pub enum FetchError {
     TooLarge,
 }
 
-fn client() -> Result<&'static reqwest::Client, FetchError> {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    if let Some(c) = CLIENT.get() {
-        return Ok(c);
-    }
-    let c = reqwest::Client::builder()
+fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
         .https_only(true)
         .user_agent(concat!("skolgrind/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| FetchError::Network(format!("http client: {e}")))?;
-    Ok(CLIENT.get_or_init(|| c))
+}
+
+/// The shared client (public web roots), or one that also trusts `extra_roots` (PEM).
+fn client(extra_roots: Option<&[u8]>) -> Result<reqwest::Client, FetchError> {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    let fail = |e: reqwest::Error| FetchError::Network(format!("http client: {e}"));
+    if let Some(pem) = extra_roots {
+        let mut b = builder();
+        for c in reqwest::Certificate::from_pem_bundle(pem).map_err(fail)? {
+            b = b.add_root_certificate(c);
+        }
+        return b.build().map_err(fail);
+    }
+    if let Some(c) = CLIENT.get() {
+        return Ok(c.clone());
+    }
+    let c = builder().build().map_err(fail)?;
+    Ok(CLIENT.get_or_init(|| c).clone())
+}
+
+/// Checks that a PEM bundle holds at least one certificate (config validation).
+pub fn check_roots(pem: &[u8]) -> Result<(), String> {
+    match reqwest::Certificate::from_pem_bundle(pem) {
+        Ok(v) if !v.is_empty() => Ok(()),
+        Ok(_) => Err("no certificate".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Fetches a document, refusing more than `max_bytes`.
@@ -63,6 +83,7 @@ pub async fn fetch(
     source: &Source,
     timeout: Duration,
     max_bytes: usize,
+    extra_roots: Option<&[u8]>,
 ) -> Result<Vec<u8>, FetchError> {
     match source {
         Source::File(p) => {
@@ -74,7 +95,7 @@ pub async fn fetch(
         }
         Source::Url(u) => {
             let fut = async {
-                let mut res = client()?
+                let mut res = client(extra_roots)?
                     .get(u)
                     .send()
                     .await
@@ -130,6 +151,7 @@ mod tests {
             &Source::Url("https://127.0.0.1:1/md.jws".into()),
             Duration::from_secs(5),
             1024,
+            None,
         )
         .await;
         assert!(matches!(r, Err(FetchError::Network(_))), "{r:?}");
@@ -142,11 +164,11 @@ mod tests {
         std::fs::write(&p, vec![b'x'; 2048]).unwrap();
         let src = Source::File(p);
         assert!(matches!(
-            fetch(&src, Duration::from_secs(1), 1024).await,
+            fetch(&src, Duration::from_secs(1), 1024, None).await,
             Err(FetchError::TooLarge)
         ));
         assert_eq!(
-            fetch(&src, Duration::from_secs(1), 4096)
+            fetch(&src, Duration::from_secs(1), 4096, None)
                 .await
                 .unwrap()
                 .len(),

@@ -36,6 +36,8 @@ pub struct Jwks {
     pub min_refresh: Duration,
     pub refresh_every: Duration,
     pub fetch_timeout: Duration,
+    /// Extra CA certificates (PEM) trusted for downloading the JWKS.
+    pub fetch_roots: Option<Arc<[u8]>>,
 }
 
 impl std::fmt::Debug for Jwks {
@@ -76,7 +78,12 @@ pub fn parse_jwks(raw: &[u8]) -> Result<Vec<(String, Option<Algorithm>, Decoding
 }
 
 impl Jwks {
-    pub fn new(source: Source, min_refresh: Duration, refresh_every: Duration) -> Arc<Self> {
+    pub fn new(
+        source: Source,
+        min_refresh: Duration,
+        refresh_every: Duration,
+        fetch_roots: Option<Arc<[u8]>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             source,
             keys: ArcSwap::from_pointee(Vec::new()),
@@ -85,6 +92,7 @@ impl Jwks {
             min_refresh,
             refresh_every,
             fetch_timeout: Duration::from_secs(30),
+            fetch_roots,
         })
     }
 
@@ -112,7 +120,14 @@ impl Jwks {
     async fn refresh(&self) {
         self.last_fetch
             .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
-        match fetch::fetch(&self.source, self.fetch_timeout, JWKS_MAX_BYTES).await {
+        match fetch::fetch(
+            &self.source,
+            self.fetch_timeout,
+            JWKS_MAX_BYTES,
+            self.fetch_roots.as_deref(),
+        )
+        .await
+        {
             Ok(raw) => match self.install(&raw) {
                 Ok(n) => tracing::info!(source = %self.source, keys = n, "JWKS loaded"),
                 Err(e) => {

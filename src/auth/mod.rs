@@ -73,7 +73,12 @@ impl Trust {
         let mut mechs: Vec<Box<dyn Mechanism>> = Vec::new();
         let mut issuers = Vec::new();
         for j in &rt.jwt {
-            let jwks = jwt::Jwks::new(j.jwks.clone(), j.min_refresh, j.refresh_every);
+            let jwks = jwt::Jwks::new(
+                j.jwks.clone(),
+                j.min_refresh,
+                j.refresh_every,
+                j.fetch_roots.clone(),
+            );
             jwks.load_now()
                 .map_err(|e| format!("jwt issuer {}: JWKS: {e}", j.issuer))?;
             trust.jwks.push(jwks.clone());

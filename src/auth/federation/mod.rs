@@ -39,6 +39,8 @@ pub struct FederationSettings {
     pub bad_content_retry: Duration,
     pub fetch_timeout: Duration,
     pub max_bytes: usize,
+    /// Extra CA certificates (PEM) trusted for the download.
+    pub fetch_roots: Option<Arc<[u8]>>,
     /// Seconds after `exp` during which expired metadata is still trusted (0: none).
     pub expired_grace_secs: i64,
     /// entity_id → tenant.
@@ -185,7 +187,14 @@ impl Federation {
     /// One refresh: fetch, verify, install, cache. Returns the delay until the next one.
     pub async fn refresh_once(&self) -> Duration {
         let s = &self.settings;
-        let raw = match fetch::fetch(&s.source, s.fetch_timeout, s.max_bytes).await {
+        let raw = match fetch::fetch(
+            &s.source,
+            s.fetch_timeout,
+            s.max_bytes,
+            s.fetch_roots.as_deref(),
+        )
+        .await
+        {
             Ok(raw) => raw,
             Err(FetchError::Network(e)) => {
                 tracing::warn!(source = %s.source, error = %e, "federation metadata download failed; retrying");

@@ -160,6 +160,9 @@ async fn pins_in_metadata_decide_the_tenant_and_everything_else_is_refused() {
     // B (a CA-issued leaf, mapped by organisation) sees its own, empty tenant only.
     let cb = pki.reqwest(Some(&fed.b), &addr);
     assert_eq!(total(&cb, &users).await, 0);
+    let stefan = tls_url(&addr, "/egil/Users/39732dea-e4a6-4d8f-96de-925a679c56ff");
+    assert_eq!(get_status(&ca, &stefan).await, Some(200));
+    assert_eq!(get_status(&cb, &stefan).await, Some(404));
 
     // Refused in the handshake: unknown pin, a pin under two entities, a chain from
     // another entity's issuer, an expired certificate.

@@ -3,8 +3,8 @@
 //! Each mechanism is one [`Mechanism`] in an ordered chain. A mechanism looks only at its
 //! own credential: if the request does not carry it, it answers `NotPresent` and the next
 //! one is asked; if it does, its answer (accepted or refused) is final. API keys are the
-//! mechanism today; federated TLS (a peer certificate pin) and JWT bearer tokens slot in
-//! beside it through [`Credentials`].
+//! first; JWT bearer tokens ([`jwt`]) and federated TLS ([`federation`], a peer
+//! certificate pin) follow, all through [`Credentials`].
 
 pub mod api_key;
 pub mod config;

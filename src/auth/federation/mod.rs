@@ -434,7 +434,10 @@ impl Mechanism for FederatedTls {
             Lookup::Found(e) => match self.fed.tenant_of(&e) {
                 Some(t) => Outcome::Accepted {
                     tenant: t.clone(),
-                    credential: format!("moa:{}", e.entity_id),
+                    credential: match &e.organization_id {
+                        Some(o) => format!("moa:{}#{o}", e.entity_id),
+                        None => format!("moa:{}", e.entity_id),
+                    },
                 },
                 None => {
                     tracing::info!(entity = %e.entity_id, "federated entity authenticated but mapped to no tenant");

@@ -299,7 +299,7 @@ async fn metadata_that_expires_while_held_stops_being_trusted() {
     let pki = Pki::new();
     let fed = federation();
     // Valid for a few seconds; the file keeps the same (soon expired) document.
-    pki.write_metadata(fed.entities.clone(), 3600, 4);
+    pki.write_metadata(fed.entities.clone(), 3600, 8);
     let s = Server::start_with(&tenants(), &pki.toml("optional", ""));
     let addr = s.tls_addr.clone().unwrap();
     let cfg = Arc::new(pki.client_config(Some(&fed.a)));

@@ -7,10 +7,10 @@ use actix_web::middleware::{from_fn, NormalizePath, TrailingSlash};
 use actix_web::{App, HttpServer};
 
 use crate::auth::api_key::ApiKeys;
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Mechanism, Trust};
 use crate::config::Runtime;
 use crate::domain::{Controls, Provisioning};
-use crate::http::{access_log, admin, configure, guard, AppState};
+use crate::http::{access_log, admin, configure, guard, tls, AppState};
 use crate::protocol::egil::EgilAdapter;
 use crate::store::sled_kv::SledStore;
 use crate::store::Store;
@@ -31,10 +31,10 @@ pub fn build_state(rt: &Runtime) -> Result<Arc<AppState>, String> {
 
 /// Builds the shared state around a given store (tests and benchmarks use this too).
 pub fn state_with_store(rt: &Runtime, store: Arc<dyn Store>) -> Result<Arc<AppState>, String> {
-    let auth = Authenticator::new(
-        rt.tenants.clone(),
-        vec![Box::new(ApiKeys::new(rt.api_keys.clone()))],
-    );
+    let (trust, more) = Trust::build(&rt.auth, tls::provider())?;
+    let mut mechanisms: Vec<Box<dyn Mechanism>> = vec![Box::new(ApiKeys::new(rt.api_keys.clone()))];
+    mechanisms.extend(more);
+    let auth = Authenticator::new(rt.tenants.clone(), mechanisms);
     let tenant_ids: Vec<_> = rt.tenants.iter().map(|t| t.id.clone()).collect();
     let controls = Controls::load(store.clone(), &tenant_ids)
         .map_err(|e| format!("loading operator controls: {e}"))?;
@@ -48,16 +48,38 @@ pub fn state_with_store(rt: &Runtime, store: Arc<dyn Store>) -> Result<Arc<AppSt
             rt.ops.clone(),
             Some(rt.data_dir.clone()),
         )?),
+        trust,
     }))
 }
 
-/// Binds the public listener (HTTP/1.1 with keep-alive, and h2c with prior knowledge).
+/// Binds the public listener (HTTP/1.1 with keep-alive, and h2c with prior knowledge), or
+/// the TLS listener if plain HTTP is switched off.
 pub fn bind(
     rt: &Runtime,
     state: Arc<AppState>,
 ) -> std::io::Result<(actix_web::dev::Server, SocketAddr)> {
-    let listener = TcpListener::bind(rt.listen)?;
-    let addr = listener.local_addr()?;
+    let (server, bound) = bind_all(rt, state)?;
+    let addr = bound
+        .plain
+        .or(bound.tls)
+        .ok_or_else(|| std::io::Error::other("no listener configured"))?;
+    Ok((server, addr))
+}
+
+/// The addresses actually bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub plain: Option<SocketAddr>,
+    pub tls: Option<SocketAddr>,
+}
+
+/// Binds the plain listener (unless `tls.plain_http = false`) and the TLS listener (if
+/// `[tls]` is configured) on one server.
+pub fn bind_all(
+    rt: &Runtime,
+    state: Arc<AppState>,
+) -> std::io::Result<(actix_web::dev::Server, Bound)> {
+    let federation = state.trust.federation.clone();
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(NormalizePath::new(TrailingSlash::MergeOnly))
@@ -65,11 +87,39 @@ pub fn bind(
             .wrap(from_fn(access_log::middleware))
             .configure(configure(state.clone()))
     })
-    .shutdown_timeout(10);
+    .shutdown_timeout(10)
+    // Must come before the TLS listener is added, or it silently does nothing.
+    .on_connect(tls::capture_peer_pin);
     if let Some(w) = rt.workers {
         server = server.workers(w);
     }
-    Ok((server.listen_auto_h2c(listener)?.run(), addr))
+    let mut bound = Bound {
+        plain: None,
+        tls: None,
+    };
+    if rt.auth.tls.as_ref().is_none_or(|t| t.plain_http) {
+        let listener = TcpListener::bind(rt.listen)?;
+        bound.plain = Some(listener.local_addr()?);
+        server = server.listen_auto_h2c(listener)?;
+    }
+    if let Some(t) = &rt.auth.tls {
+        let cfg = tls::server_config(t, federation).map_err(std::io::Error::other)?;
+        let listener = TcpListener::bind(t.listen)?;
+        bound.tls = Some(listener.local_addr()?);
+        server = server.listen_rustls_0_23(listener, cfg)?;
+    }
+    Ok((server.run(), bound))
+}
+
+/// Starts the background refresh of federation metadata and JWKS (on the server's runtime).
+fn start_refreshers(state: &AppState) {
+    if let Some(fed) = &state.trust.federation {
+        let first = fed.start();
+        actix_web::rt::spawn(fed.clone().run_refresher(first));
+    }
+    for j in &state.trust.jwks {
+        actix_web::rt::spawn(j.clone().run_refresher());
+    }
 }
 
 /// Binds the admin listener (emergency brake, audit, metrics, health); one worker.
@@ -109,13 +159,19 @@ pub async fn serve(rt: Runtime) -> Result<(), String> {
     // Count objects for the gauges before any write can race with the count.
     let tenant_ids: Vec<_> = rt.tenants.iter().map(|t| t.id.clone()).collect();
     crate::ops::metrics::count_objects(&**state.provisioning.store(), &tenant_ids);
-    let (server, addr) =
-        bind(&rt, state.clone()).map_err(|e| format!("server.listen {}: {e}", rt.listen))?;
+    start_refreshers(&state);
+    let (server, bound) =
+        bind_all(&rt, state.clone()).map_err(|e| format!("server.listen/tls.listen: {e}"))?;
     let (admin_server, admin_addr) = bind_admin(&rt, state.clone())
         .map_err(|e| format!("admin.listen {}: {e}", rt.ops.admin_listen))?;
     spawn_upkeep(&rt, &state);
-    tracing::info!(%addr, %admin_addr, tenants = rt.tenants.len(), "skolgrind started");
-    println!("listening on {addr}");
+    tracing::info!(plain = ?bound.plain, tls = ?bound.tls, %admin_addr, tenants = rt.tenants.len(), "skolgrind started");
+    if let Some(addr) = bound.tls {
+        println!("listening tls on {addr}");
+    }
+    if let Some(addr) = bound.plain {
+        println!("listening on {addr}");
+    }
     println!("admin listening on {admin_addr}");
     let (public, admin) = futures_util::future::join(server, admin_server).await;
     public.map_err(|e| e.to_string())?;

@@ -48,6 +48,15 @@ pub struct Config {
     #[serde(default)]
     #[validate(nested)]
     pub audit: crate::ops::config::AuditConfig,
+    /// HTTPS listener (`[tls]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::auth::config::TlsConfig>,
+    /// Federated TLS trust (`[federation]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federation: Option<crate::auth::config::FederationConfig>,
+    /// Trusted JWT issuers (`[[jwt_issuers]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jwt_issuers: Vec<crate::auth::config::JwtIssuerConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Validate)]
@@ -131,6 +140,9 @@ pub struct TenantConfig {
     /// Civic number checks: `strict`, `warn` (default) or `off`.
     #[serde(default)]
     pub civic_no_check: CivicNoPolicy,
+    /// Federated-TLS and JWT identities of this tenant (`[tenants.auth]`).
+    #[serde(default)]
+    pub auth: crate::auth::config::TenantAuthConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -259,6 +271,8 @@ pub struct Runtime {
     pub api_keys: Vec<ApiKey>,
     /// Admin listener, rate limits, load shedding, audit retention.
     pub ops: crate::ops::config::OpsRuntime,
+    /// TLS, federated TLS and JWT settings.
+    pub auth: crate::auth::config::AuthRuntime,
 }
 
 /// Why a configuration was refused: one line per problem, each naming its key.
@@ -286,11 +300,15 @@ pub fn embedded_defaults(demo_key: &str) -> Config {
             api_keys: vec![ApiKeyConfig::Hash(hash_for_config(demo_key))],
             eppn_scopes: Vec::new(),
             civic_no_check: CivicNoPolicy::Warn,
+            auth: Default::default(),
         }],
         admin: Default::default(),
         rate_limits: Default::default(),
         load: Default::default(),
         audit: Default::default(),
+        tls: None,
+        federation: None,
+        jwt_issuers: Vec::new(),
     }
 }
 
@@ -400,6 +418,21 @@ fn to_runtime(cfg: Config) -> Result<Runtime, ConfigError> {
         .listen
         .parse()
         .map_err(|_| ConfigError(vec!["server.listen: expected IP:port".into()]))?;
+    let mut tenant_auth = Vec::new();
+    for t in &cfg.tenants {
+        if let Ok(id) = TenantId::parse(&t.id) {
+            tenant_auth.push((id, &t.auth));
+        }
+    }
+    let auth = crate::auth::config::build(crate::auth::config::Inputs {
+        tls: cfg.tls.as_ref(),
+        federation: cfg.federation.as_ref(),
+        jwt_issuers: &cfg.jwt_issuers,
+        tenants: tenant_auth,
+        public_base_url: cfg.server.public_base_url.as_deref(),
+        data_dir: &cfg.server.data_dir,
+    })
+    .map_err(ConfigError)?;
     let mut tenants = Vec::new();
     let mut api_keys = Vec::new();
     for (ti, t) in cfg.tenants.into_iter().enumerate() {
@@ -442,6 +475,7 @@ fn to_runtime(cfg: Config) -> Result<Runtime, ConfigError> {
         log: cfg.log,
         tenants,
         api_keys,
+        auth,
     })
 }
 

@@ -33,6 +33,25 @@ enum Command {
     HashKey,
     /// Call the admin API: emergency brake, status, audit trail.
     Admin(skolgrind::ops::cli::AdminArgs),
+    /// Print this server's own federation metadata entry (server pin, issuer, tag egilv1).
+    Metadata {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Write a development PKI: server and client certificates, federation JWKS and signed
+    /// metadata, a JWT issuer JWKS and a sample token. Never for production.
+    DevPki {
+        dir: PathBuf,
+        /// Host name of the server certificate.
+        #[arg(long, default_value = "localhost")]
+        host: String,
+        /// The client's entity_id in the metadata.
+        #[arg(long, default_value = "https://client.example")]
+        entity_id: String,
+        /// The client's organization_id (also the token's organization_id).
+        #[arg(long, default_value = "SE2120000000")]
+        organization_id: String,
+    },
 }
 
 fn init_logging(rt: &Runtime) {
@@ -54,6 +73,23 @@ fn generate_key() -> String {
     hex::encode(bytes)
 }
 
+fn own_metadata(path: &std::path::Path) -> Result<String, String> {
+    let rt = config::load_file(path).map_err(|e| e.0.join("; "))?;
+    let tls = rt.auth.tls.as_ref().ok_or("no [tls] section")?;
+    let own = rt
+        .auth
+        .own_entity
+        .as_ref()
+        .ok_or("federation.entity_id is not set")?;
+    let base = rt
+        .public_base_url
+        .as_ref()
+        .ok_or("server.public_base_url is not set")?;
+    let doc =
+        skolgrind::auth::federation::server_entry(&tls.cert_chain, own, &format!("{base}/egil/"))?;
+    serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -72,7 +108,39 @@ fn main() -> ExitCode {
             println!("{}", skolgrind::auth::api_key::hash_for_config(key));
             ExitCode::SUCCESS
         }
+        Command::DevPki {
+            dir,
+            host,
+            entity_id,
+            organization_id,
+        } => match skolgrind::auth::devpki::generate(&dir, &host, &entity_id, &organization_id) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dev-pki: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Metadata { config } => match own_metadata(&config) {
+            Ok(doc) => {
+                println!("{doc}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("metadata: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::CheckConfig { file } => match config::load_file(&file) {
+            Ok(rt) if !skolgrind::auth::config::check_offline(&rt.auth).is_empty() => {
+                eprintln!("{}: invalid configuration", file.display());
+                for line in skolgrind::auth::config::check_offline(&rt.auth) {
+                    eprintln!("  {line}");
+                }
+                ExitCode::FAILURE
+            }
             Ok(rt) => {
                 println!(
                     "{}: OK ({} tenants, {} API keys, listen {})",

@@ -3,10 +3,15 @@
 //! Each mechanism is one [`Mechanism`] in an ordered chain. A mechanism looks only at its
 //! own credential: if the request does not carry it, it answers `NotPresent` and the next
 //! one is asked; if it does, its answer (accepted or refused) is final. API keys are the
-//! mechanism today; federated TLS (a peer certificate pin) and JWT bearer tokens slot in
-//! beside it through [`Credentials`].
+//! first; JWT bearer tokens ([`jwt`]) and federated TLS ([`federation`], a peer
+//! certificate pin) follow, all through [`Credentials`].
 
 pub mod api_key;
+pub mod config;
+pub mod devpki;
+pub mod federation;
+pub mod fetch;
+pub mod jwt;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,10 +46,70 @@ pub enum Outcome {
         credential: String,
     },
     Refused,
+    /// The credential is genuine but grants no access here (no tenant mapped, wrong
+    /// location or entity): 403.
+    Forbidden,
 }
 
 pub trait Mechanism: Send + Sync {
     fn authenticate(&self, creds: &Credentials<'_>, today: NaiveDate) -> Outcome;
+}
+
+/// Live trust state that background tasks refresh (federation metadata, JWKS).
+#[derive(Debug, Default, Clone)]
+pub struct Trust {
+    pub federation: Option<Arc<federation::Federation>>,
+    pub jwks: Vec<Arc<jwt::Jwks>>,
+}
+
+impl Trust {
+    /// Builds the trust state and the mechanisms (after API keys) it feeds: JWT bearer
+    /// tokens, then the federated-TLS client pin. File sources are loaded now.
+    pub fn build(
+        rt: &config::AuthRuntime,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<(Trust, Vec<Box<dyn Mechanism>>), String> {
+        let mut trust = Trust::default();
+        let mut mechs: Vec<Box<dyn Mechanism>> = Vec::new();
+        let mut issuers = Vec::new();
+        for j in &rt.jwt {
+            let jwks = jwt::Jwks::new(
+                j.jwks.clone(),
+                j.min_refresh,
+                j.refresh_every,
+                j.fetch_roots.clone(),
+            );
+            jwks.load_now()
+                .map_err(|e| format!("jwt issuer {}: JWKS: {e}", j.issuer))?;
+            trust.jwks.push(jwks.clone());
+            issuers.push(jwt::Issuer {
+                issuer: j.issuer.clone(),
+                audiences: j.audiences.clone(),
+                algorithms: j.algorithms.clone(),
+                jwks,
+                tenant_claim: j.tenant_claim.clone(),
+                leeway_secs: j.leeway_secs,
+                entity_ids: j.entity_ids.clone(),
+                access: j
+                    .access
+                    .clone()
+                    .map(|(access_type, location)| jwt::AccessRule {
+                        access_type,
+                        location,
+                    }),
+                tenants: j.tenants.clone(),
+            });
+        }
+        if !issuers.is_empty() {
+            mechs.push(Box::new(jwt::JwtBearer::new(issuers)));
+        }
+        if let Some(f) = &rt.federation {
+            let fed = federation::Federation::new(f.clone(), provider);
+            mechs.push(Box::new(federation::FederatedTls::new(fed.clone())));
+            trust.federation = Some(fed);
+        }
+        Ok((trust, mechs))
+    }
 }
 
 pub struct Authenticator {
@@ -76,6 +141,7 @@ impl Authenticator {
             match m.authenticate(creds, today) {
                 Outcome::NotPresent => continue,
                 Outcome::Refused => return Err(DomainError::Unauthorized),
+                Outcome::Forbidden => return Err(DomainError::Forbidden),
                 Outcome::Accepted { tenant, credential } => {
                     let tenant = self
                         .tenants

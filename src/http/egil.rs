@@ -57,6 +57,16 @@ impl ResponseError for EgilError {
             res.headers_mut()
                 .insert(actix_web::http::header::RETRY_AFTER, s);
         }
+        if matches!(self.0, DomainError::Unauthorized) {
+            // RFC 6750: the same answer whatever was wrong, so nothing tells whether a
+            // tenant exists.
+            res.headers_mut().insert(
+                actix_web::http::header::WWW_AUTHENTICATE,
+                actix_web::http::header::HeaderValue::from_static(
+                    "Bearer realm=\"skolgrind\", error=\"invalid_token\"",
+                ),
+            );
+        }
         res
     }
 }

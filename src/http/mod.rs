@@ -7,6 +7,7 @@ pub mod admin;
 pub mod body;
 pub mod egil;
 pub mod guard;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ pub struct AppState {
     pub public_base_url: Option<String>,
     /// Rate limits, load shedding, metrics (see `crate::ops`).
     pub ops: Arc<crate::ops::Ops>,
+    /// Federation metadata and JWKS refreshed in the background.
+    pub trust: crate::auth::Trust,
 }
 
 impl AppState {
@@ -42,15 +45,26 @@ impl AppState {
     /// Authenticates the request's credentials, then takes the call from the tenant's
     /// rate-limit quota (the single choke point: see `guard::admit`).
     pub fn authenticate(&self, req: &HttpRequest) -> Result<Principal, DomainError> {
+        let pin = req.conn_data::<tls::PeerPin>();
         let creds = Credentials {
             api_key: req.headers().get("x-api-key").map(|v| v.as_bytes()),
-            bearer: None,
-            peer_pin: None,
+            bearer: bearer_token(req),
+            peer_pin: pin.and_then(|p| p.current(chrono::Utc::now().timestamp())),
         };
         let p = self.auth.authenticate(&creds)?;
         guard::admit(self, req, &p.tenant.id)?;
         Ok(p)
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    let v = req.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Registers every route.

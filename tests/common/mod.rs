@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub mod tls;
+
 use reqwest::{Client, Response};
 use serde_json::Value;
 
@@ -52,6 +54,8 @@ pub struct Server {
     pub base: String,
     /// Base URL of the admin listener.
     pub admin: String,
+    /// `host:port` of the TLS listener, if one is configured.
+    pub tls_addr: Option<String>,
     pub dir: tempfile::TempDir,
     config: PathBuf,
 }
@@ -93,6 +97,7 @@ impl Server {
             child: None,
             base: String::new(),
             admin: String::new(),
+            tls_addr: None,
             dir,
             config,
         };
@@ -118,9 +123,10 @@ impl Server {
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap();
-        let (addr, admin) = read_addresses(&mut child);
-        self.base = format!("http://{addr}");
-        self.admin = format!("http://{admin}");
+        let a = read_addresses(&mut child);
+        self.base = format!("http://{}", a.public);
+        self.admin = format!("http://{}", a.admin);
+        self.tls_addr = a.tls;
         self.child = Some(child);
     }
 
@@ -155,35 +161,54 @@ impl Drop for Server {
 
 /// Reads the child's stdout until `listening on ADDR`.
 pub fn read_listening(child: &mut Child) -> String {
-    read_addresses(child).0
+    read_addresses(child).public
 }
 
-/// Reads the child's stdout until `listening on ADDR` and `admin listening on ADDR`.
-pub fn read_addresses(child: &mut Child) -> (String, String) {
+/// What the server announced on stdout.
+pub struct Addresses {
+    /// The plain listener (`listening on ADDR`).
+    pub public: String,
+    /// The TLS listener (`listening tls on ADDR`), printed before the plain one.
+    pub tls: Option<String>,
+    /// The admin listener (`admin listening on ADDR`), printed last.
+    pub admin: String,
+}
+
+/// Reads the child's stdout until the plain and the admin listener are announced.
+pub fn read_addresses(child: &mut Child) -> Addresses {
     let out = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut tls = None;
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { return };
+            if let Some(a) = line.strip_prefix("listening tls on ") {
+                tls = Some(a.to_owned());
+            }
             if let Some(a) = line.strip_prefix("listening on ") {
-                let _ = tx.send((false, a.to_owned()));
+                let _ = tx.send((false, a.to_owned(), tls.clone()));
             } else if let Some(a) = line.strip_prefix("admin listening on ") {
-                let _ = tx.send((true, a.to_owned()));
+                let _ = tx.send((true, a.to_owned(), tls.clone()));
             }
         }
     });
-    let (mut public, mut admin) = (None, None);
+    let (mut public, mut admin, mut tls) = (None, None, None);
     while public.is_none() || admin.is_none() {
-        let (is_admin, a) = rx
+        let (is_admin, a, t) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("server did not start");
+        tls = tls.or(t);
         if is_admin {
             admin = Some(a);
         } else {
             public = Some(a);
         }
     }
-    (public.unwrap(), admin.unwrap())
+    Addresses {
+        public: public.unwrap(),
+        tls,
+        admin: admin.unwrap(),
+    }
 }
 
 /// An admin API call with the test token (or another one).

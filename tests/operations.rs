@@ -353,10 +353,19 @@ async fn admin_cli_calls_the_admin_api() {
         .unwrap();
     assert!(out.status.success());
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Tenants are listed by id.
+    let ids: Vec<&str> = status["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tenant"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["grannkommun", "kommunen", "strikt"]);
     assert_eq!(
-        status["tenants"][0]["writes_suspended"]["reason"],
+        status["tenants"][1]["writes_suspended"]["reason"],
         "via CLI"
     );
+    assert!(status["tenants"][0]["writes_suspended"].is_null());
     let out = cli()
         .args(["admin", "--url", &s.admin, "resume-writes", "kommunen"])
         .env("SKOLGRIND_ADMIN_TOKEN", ADMIN_TOKEN)

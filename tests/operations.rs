@@ -353,10 +353,19 @@ async fn admin_cli_calls_the_admin_api() {
         .unwrap();
     assert!(out.status.success());
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Tenants are listed by id.
+    let ids: Vec<&str> = status["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tenant"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["grannkommun", "kommunen", "strikt"]);
     assert_eq!(
-        status["tenants"][0]["writes_suspended"]["reason"],
+        status["tenants"][1]["writes_suspended"]["reason"],
         "via CLI"
     );
+    assert!(status["tenants"][0]["writes_suspended"].is_null());
     let out = cli()
         .args(["admin", "--url", &s.admin, "resume-writes", "kommunen"])
         .env("SKOLGRIND_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -833,15 +842,9 @@ async fn audit_trail_has_one_entry_per_operation_of_a_full_push() {
     assert_eq!(st, 401);
 }
 
-#[tokio::test]
-async fn in_flight_cap_and_request_timeout_answer_503() {
-    use std::io::{Read, Write};
-    let s = Server::start_with(
-        &standard_tenants(),
-        "[load]\nmax_in_flight = 1\nrequest_timeout_secs = 2\n",
-    );
-    let c = client();
-    // A client that starts a body and stalls holds the only in-flight slot...
+/// Opens a connection that sends headers and the start of a body, then stalls.
+fn stall(s: &Server) -> std::net::TcpStream {
+    use std::io::Write;
     let addr = s.base.strip_prefix("http://").unwrap().to_owned();
     let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
     write!(
@@ -851,16 +854,25 @@ async fn in_flight_cap_and_request_timeout_answer_503() {
     )
     .unwrap();
     stalled.flush().unwrap();
+    stalled
+}
+
+#[tokio::test]
+async fn in_flight_cap_sheds_with_503() {
+    let s = Server::start_with(&standard_tenants(), "[load]\nmax_in_flight = 1\n");
+    let c = client();
+    // A client that starts a body and stalls holds the only in-flight slot...
+    let stalled = stall(&s);
     // ...so another call is shed with 503 + Retry-After in SCIM's format (retried until
     // the stalled request has reached the server).
     let mut shed = None;
-    for _ in 0..100 {
+    for _ in 0..500 {
         let r = send(&c, "GET", &s.url("/egil/Users"), Some(KEY_B), None, vec![]).await;
         if r.status() == 503 {
             shed = Some(r);
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let r = shed.expect("a call was shed while the slot was taken");
     assert_eq!(header(&r, "retry-after").as_deref(), Some("5"));
@@ -869,20 +881,40 @@ async fn in_flight_cap_and_request_timeout_answer_503() {
     // Probes are never shed.
     let r = send(&c, "GET", &s.url("/healthz"), None, None, vec![]).await;
     assert_eq!(r.status(), 200);
-    // The stalled request is cut off by the request timeout with 503.
-    let mut answer = Vec::new();
+    // The stalled client goes away: its slot is freed.
+    drop(stalled);
+    let mut freed = false;
+    for _ in 0..500 {
+        let r = send(&c, "GET", &s.url("/egil/Users"), Some(KEY_B), None, vec![]).await;
+        if r.status() == 200 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(freed);
+}
+
+#[tokio::test]
+async fn request_timeout_answers_503() {
+    use std::io::Read;
+    let s = Server::start_with(&standard_tenants(), "[load]\nrequest_timeout_secs = 1\n");
+    let mut stalled = stall(&s);
     stalled
         .set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
+    let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
         let n = stalled.read(&mut buf).unwrap();
         assert!(n > 0, "connection closed without an answer");
         answer.extend_from_slice(&buf[..n]);
     }
-    let head = String::from_utf8_lossy(&answer);
-    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
-    // The slot is free again.
-    let r = send(&c, "GET", &s.url("/egil/Users"), Some(KEY_B), None, vec![]).await;
-    assert_eq!(r.status(), 200);
+    let head = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(head.starts_with("http/1.1 503"), "{head}");
+    assert!(head.contains("retry-after: 5"), "{head}");
+    assert!(
+        head.contains("content-type: application/scim+json"),
+        "{head}"
+    );
 }

@@ -215,11 +215,9 @@ async fn status(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     answer(
         async {
             operator(&state, &req)?;
-            let tenants: Vec<Value> = state
-                .auth
-                .tenants()
-                .map(|t| tenant_json(&state, &t.id))
-                .collect();
+            let mut ids: Vec<&TenantId> = state.auth.tenants().map(|t| &t.id).collect();
+            ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            let tenants: Vec<Value> = ids.into_iter().map(|t| tenant_json(&state, t)).collect();
             Ok(HttpResponse::Ok().json(json!({
                 "read_only": state.provisioning.controls().global().read_only,
                 "tenants": tenants,

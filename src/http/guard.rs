@@ -163,6 +163,7 @@ pub async fn middleware<B: MessageBody + 'static>(
             }
         },
     };
+    let handled = refused.is_none() && permit.is_some();
     // No clone of the request may be held here: routing needs it unshared.
     let mut res = match (refused, permit) {
         (Some(e), _) => req.into_response(reject(&path, e)).map_into_right_body(),
@@ -200,8 +201,9 @@ pub async fn middleware<B: MessageBody + 'static>(
     if let Some(info) = info {
         rate_headers(res.response_mut(), &info);
     }
-    if tenant.is_none() {
-        // Every call that did not authenticate draws from its IP's quota.
+    if tenant.is_none() && handled {
+        // Every handled call that did not authenticate draws from its IP's quota (calls
+        // refused or shed above do not: they cost nothing).
         if let Some(ip) = ip {
             if ops.ips.count(ip).is_some() {
                 tracing::info!("client IP exhausted its unauthenticated quota");

@@ -101,3 +101,38 @@ pub async fn upkeep(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Kind, Protocol};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Decision, WriteEvent};
+
+    #[tokio::test]
+    async fn purge_keeps_entries_within_the_retention() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::in_memory());
+        let t = TenantId::parse("a").unwrap();
+        for (id, days_ago) in [("x1", 500), ("x2", 10)] {
+            let event = WriteEvent {
+                protocol: Protocol::EgilScim,
+                credential: "k".into(),
+                at: chrono::Utc::now() - chrono::Duration::days(days_ago),
+            };
+            // A delete of an absent object still records an audit entry.
+            store
+                .write(&t, Kind::Group, id, &event, &mut |_| Ok(Decision::Delete))
+                .unwrap()
+                .durable
+                .wait()
+                .await
+                .unwrap();
+        }
+        assert_eq!(purge_audit(&*store, 0), 0, "0 keeps everything");
+        assert_eq!(store.audit(&t, 0, 10).unwrap().len(), 2);
+        assert_eq!(purge_audit(&*store, 400), 1);
+        let left = store.audit(&t, 0, 10).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].id, "x2");
+    }
+}

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
 
 use crate::auth::api_key::{hash_for_config, parse_hash, ApiKey};
-use crate::domain::{CivicNoPolicy, Tenant, TenantId};
+use crate::domain::{CivicNoPolicy, Ss12000Profile, Tenant, TenantId};
 
 /// The only config format version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
@@ -33,6 +33,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    #[validate(nested)]
+    pub ss12000: Ss12000Config,
     #[serde(default)]
     #[validate(nested, custom(function = "check_unique_tenant_ids"))]
     pub tenants: Vec<TenantConfig>,
@@ -78,6 +81,52 @@ impl Default for LimitsConfig {
     }
 }
 
+/// The SS12000:2020 push API (`/provisioning/v1`).
+#[derive(Debug, Clone, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct Ss12000Config {
+    /// Largest bulk request body in bytes (larger: 413). Skolverket's own limit is 200 KB.
+    #[serde(default = "default_ss12000_body")]
+    #[validate(range(min = 1024, max = 67108864))]
+    pub max_body_bytes: usize,
+    /// Most items in one bulk request.
+    #[serde(default = "default_ss12000_items")]
+    #[validate(range(min = 1, max = 100000))]
+    pub max_items: usize,
+    /// Items of one job written concurrently.
+    #[serde(default = "default_ss12000_concurrency")]
+    #[validate(range(min = 1, max = 1024))]
+    pub job_concurrency: usize,
+    /// How long finished jobs and their results are kept, in hours.
+    #[serde(default = "default_ss12000_retention")]
+    #[validate(range(min = 1, max = 8760))]
+    pub job_retention_hours: u32,
+}
+
+fn default_ss12000_body() -> usize {
+    1024 * 1024
+}
+fn default_ss12000_items() -> usize {
+    5000
+}
+fn default_ss12000_concurrency() -> usize {
+    32
+}
+fn default_ss12000_retention() -> u32 {
+    168
+}
+
+impl Default for Ss12000Config {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_ss12000_body(),
+            max_items: default_ss12000_items(),
+            job_concurrency: default_ss12000_concurrency(),
+            job_retention_hours: default_ss12000_retention(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
@@ -119,6 +168,9 @@ pub struct TenantConfig {
     /// Civic number checks: `strict`, `warn` (default) or `off`.
     #[serde(default)]
     pub civic_no_check: CivicNoPolicy,
+    /// SS12000:2020 push validation profile: `generic` (default) or `dnp`.
+    #[serde(default)]
+    pub ss12000_profile: Ss12000Profile,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -245,6 +297,7 @@ pub struct Runtime {
     pub log: LogConfig,
     pub tenants: Vec<Arc<Tenant>>,
     pub api_keys: Vec<ApiKey>,
+    pub ss12000: Ss12000Config,
 }
 
 /// Why a configuration was refused: one line per problem, each naming its key.
@@ -265,6 +318,7 @@ pub fn embedded_defaults(demo_key: &str) -> Config {
         },
         limits: LimitsConfig::default(),
         log: LogConfig::default(),
+        ss12000: Ss12000Config::default(),
         tenants: vec![TenantConfig {
             id: "demo".into(),
             name: "Demo school owner".into(),
@@ -272,6 +326,7 @@ pub fn embedded_defaults(demo_key: &str) -> Config {
             api_keys: vec![ApiKeyConfig::Hash(hash_for_config(demo_key))],
             eppn_scopes: Vec::new(),
             civic_no_check: CivicNoPolicy::Warn,
+            ss12000_profile: Ss12000Profile::Generic,
         }],
     }
 }
@@ -408,6 +463,7 @@ fn to_runtime(cfg: Config) -> Result<Runtime, ConfigError> {
             organisation_number: t.organisation_number,
             eppn_scopes: t.eppn_scopes,
             civic_no_policy: t.civic_no_check,
+            ss12000_profile: t.ss12000_profile,
         }));
     }
     Ok(Runtime {
@@ -419,6 +475,7 @@ fn to_runtime(cfg: Config) -> Result<Runtime, ConfigError> {
         log: cfg.log,
         tenants,
         api_keys,
+        ss12000: cfg.ss12000,
     })
 }
 

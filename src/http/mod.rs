@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod body;
 pub mod egil;
+pub mod provisioning;
 
 use std::sync::Arc;
 
@@ -13,12 +14,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use crate::auth::{Authenticator, Credentials, Principal};
 use crate::domain::{DomainError, Provisioning};
 use crate::protocol::egil::EgilAdapter;
+use crate::protocol::ss12000::Ss12000Adapter;
 
 /// Everything handlers need, shared by all workers.
 pub struct AppState {
     pub provisioning: Provisioning,
     pub auth: Authenticator,
     pub egil: EgilAdapter,
+    pub ss12000: Ss12000Adapter,
     pub max_body_bytes: usize,
     pub public_base_url: Option<String>,
 }
@@ -53,7 +56,8 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::from(state))
             .route("/healthz", web::get().to(healthz))
-            .service(web::scope("/egil").configure(egil::routes));
+            .service(web::scope("/egil").configure(egil::routes))
+            .service(web::scope("/provisioning/v1").configure(provisioning::routes));
     }
 }
 

@@ -506,6 +506,8 @@ api_keys = ["sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527
         assert_eq!(r.api_keys.len(), 2);
         assert_eq!(r.api_keys[1].label, "next");
         assert_eq!(r.max_body_bytes, 1024 * 1024);
+        assert_eq!(r.ss12000.job_retention_hours, 168);
+        assert_eq!(r.tenants[0].ss12000_profile, Ss12000Profile::Generic);
     }
 
     #[test]
@@ -553,6 +555,17 @@ api_keys = ["sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527
             (
                 GOOD.replace("version = 1", "version = \"one\""),
                 "version: invalid type",
+            ),
+            (
+                GOOD.replace(
+                    "name = \"Kommunen\"",
+                    "name = \"Kommunen\"\nss12000_profile = \"strict\"",
+                ),
+                "tenants.0.ss12000_profile: unknown variant",
+            ),
+            (
+                GOOD.replace("[server]", "[ss12000]\njob_concurrency = 0\n[server]"),
+                "ss12000.job_concurrency: must be between 1 and 1024",
             ),
         ];
         for (toml, expected) in cases {

@@ -1508,3 +1508,52 @@ async fn a_kill_mid_job_loses_no_item_and_applies_none_twice() {
     assert_eq!(n, N);
     eprintln!("killed with a partly processed job: {saw_partial}");
 }
+
+#[tokio::test]
+async fn egil_and_ss12000_share_a_person_only_by_equal_ids() {
+    let s = start();
+    let c = common::client();
+    let id = "39732dea-e4a6-4d8f-96de-925a679c56ff";
+    let user = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:scim:schemas:extension:sis:school:1.0:User"],
+        "externalId": id.to_uppercase(), "userName": "stjo@skola.kommunen.se", "displayName": "Stefan Johansson",
+        "name": {"familyName": "Johansson", "givenName": "Stefan"},
+        "urn:scim:schemas:extension:sis:school:1.0:User": {"civicNo": "200406042903"}
+    });
+    let r = common::send(
+        &c,
+        "POST",
+        &s.url("/egil/Users"),
+        Some(KEY_GEN),
+        Some(common::SCIM),
+        user.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 201);
+    // Same id: the same account, replaced by the 2020 push.
+    let p = json!({"id": id, "givenName": "Stefan", "familyName": "Johansson-Ek", "eduPersonPrincipalNames": ["stjo@skola.kommunen.se"]});
+    let rs = push(
+        &s,
+        &c,
+        KEY_GEN,
+        "POST",
+        "persons/bulk?updateIfExists=true",
+        vec![p],
+    )
+    .await;
+    assert_eq!(rs[0]["response"]["statusCode"], 200, "{rs:?}");
+    let (_, v, _) = call(
+        &c,
+        "GET",
+        &s.url(&format!("/provisioning/v1/persons/{id}")),
+        Some(KEY_GEN),
+        None,
+    )
+    .await;
+    assert_eq!(v["familyName"], "Johansson-Ek");
+    // Another id with the same EPPN: another person, refused.
+    let other = json!({"id": uid(PERSON, 1), "givenName": "S", "familyName": "J", "eduPersonPrincipalNames": ["STJO@skola.kommunen.se"]});
+    let rs = push(&s, &c, KEY_GEN, "POST", "persons/bulk", vec![other]).await;
+    assert_eq!(rs[0]["response"]["statusCode"], 409);
+    assert_eq!(rs[0]["response"]["errors"][0]["id"], "7021");
+}

@@ -220,3 +220,57 @@ pub fn item_id(raw: &str) -> String {
         _ => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    fn header(id: &str) -> JobHeader {
+        JobHeader {
+            id: id.into(),
+            tenant: TenantId::parse("t").unwrap(),
+            resource: "persons".into(),
+            op: JobOp::Delete,
+            credential: "k".into(),
+            accepted: Utc::now(),
+            finished: None,
+            items: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn state_purge_and_item_ids() {
+        let jobs = Jobs::new(Arc::new(MemoryStore::in_memory()));
+        let t = TenantId::parse("t").unwrap();
+        let items = vec!["\"a\"".to_string(), "{\"id\":\"b\"}".to_string()];
+        jobs.accept(&header("done"), &items).await.unwrap();
+        jobs.accept(&header("open"), &items).await.unwrap();
+        let st = jobs.state(&t, "open").unwrap().unwrap();
+        assert_eq!(st.ids, vec!["a", "b"]);
+        assert_eq!(st.results, vec![None, None]);
+        let mut fin = header("done");
+        fin.finished = Some(Utc::now());
+        jobs.record(&t, "done", &[], Some(&fin)).await.unwrap();
+        assert_eq!(
+            jobs.pending().unwrap(),
+            vec![(t.clone(), "open".to_string())]
+        );
+        // Only finished jobs older than the cut-off are purged.
+        assert_eq!(
+            jobs.purge(Utc::now() - chrono::Duration::hours(1))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            jobs.purge(Utc::now() + chrono::Duration::seconds(1))
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(jobs.header(&t, "done").unwrap().is_none());
+        assert!(jobs.header(&t, "open").unwrap().is_some());
+        assert_eq!(item_id("[1]"), "");
+    }
+}

@@ -268,16 +268,11 @@ async fn accept(
     Ok(res)
 }
 
-/// The job of this tenant and type, or 404.
-fn find_job(
-    state: &AppState,
-    principal: &Principal,
-    ty: Ss12Type,
-    id: &str,
-) -> Result<crate::domain::jobs::JobState> {
+/// The header of this tenant's job of this type, or 404.
+fn find_job(state: &AppState, principal: &Principal, ty: Ss12Type, id: &str) -> Result<JobHeader> {
     let id = path_id(id)?;
-    match state.ss12000.jobs.state(&principal.tenant.id, &id)? {
-        Some(j) if j.header.resource == ty.path() => Ok(j),
+    match state.ss12000.jobs.header(&principal.tenant.id, &id)? {
+        Some(h) if h.resource == ty.path() => Ok(h),
         _ => Err(DomainError::NotFound.into()),
     }
 }
@@ -293,7 +288,12 @@ async fn job_status(
     let q = query(&req)?;
     only_params(&q, &["showOnlyError"])?;
     let only_errors = bool_param(&q, "showOnlyError")?;
-    let job = find_job(&state, &principal, ty, &id)?;
+    let header = find_job(&state, &principal, ty, &id)?;
+    let job = state
+        .ss12000
+        .jobs
+        .state(&principal.tenant.id, &header.id)?
+        .ok_or(DomainError::NotFound)?;
     Ok(json_response(
         StatusCode::OK,
         &render::job_status(ty, &job, only_errors, &api_base(&state, &req)),
@@ -308,10 +308,10 @@ async fn is_completed(
     let principal = state.authenticate(&req)?;
     let (type_name, id) = path.into_inner();
     let ty = type_of(&type_name)?;
-    let job = find_job(&state, &principal, ty, &id)?;
+    let header = find_job(&state, &principal, ty, &id)?;
     Ok(json_response(
         StatusCode::OK,
-        &Value::Bool(job.header.finished.is_some()),
+        &Value::Bool(header.finished.is_some()),
     ))
 }
 

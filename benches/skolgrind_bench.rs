@@ -38,7 +38,9 @@ use uuid::Uuid;
 
 const USAGE: &str = "usage: cargo bench --bench skolgrind-bench -- egil [--pupils N] [--staff N] \
 [--groups N] [--activities N] [--connections N] [--baseline-seconds S] [--quick]\n\
-       cargo bench --bench skolgrind-bench -- flood [--seconds S] [--quota N]";
+       cargo bench --bench skolgrind-bench -- flood [--seconds S] [--quota N]\n\
+       cargo bench --bench skolgrind-bench -- ss12000 [--persons N] [--job-size N] \
+[--connections N] [--quick]";
 
 /// The demo tenant's API key in the embedded default config.
 const API_KEY: &str = "bench-key";
@@ -664,6 +666,10 @@ fn round(rt: &Runtime, town: &Arc<Municipality>, connections: usize, limit: Opti
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "ss12000") {
+        ss12000::main(&args);
+        return;
+    }
     if args.iter().any(|a| a == "flood") {
         let opts = flood::Options::parse(args.into_iter()).unwrap_or_else(|e| {
             eprintln!("{e}\n{USAGE}");
@@ -1084,6 +1090,297 @@ mod flood {
             "  per call     : limiter check {} ns, request metrics {} ns",
             check.as_nanos(),
             record.as_nanos()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The ss12000 scenario: SS12000:2020 bulk jobs
+// ---------------------------------------------------------------------------------------
+
+/// `ss12000`: bulk push of persons to `/provisioning/v1/persons/bulk` in jobs, measuring
+/// the accept latency (202, job durable), the time until a job is completed, and the
+/// end-to-end time until every job is completed; the baseline is an empty actix handler
+/// answering 202 to the same bodies.
+mod ss12000 {
+    use super::*;
+
+    struct Opts {
+        persons: usize,
+        job_size: usize,
+        connections: usize,
+    }
+
+    fn parse(args: &[String]) -> Result<Opts, String> {
+        let mut o = Opts {
+            persons: 100_000,
+            job_size: 1_000,
+            connections: 4,
+        };
+        let mut quick = false;
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = || it.next().cloned().ok_or(format!("{arg} needs a value"));
+            match arg.as_str() {
+                "ss12000" | "--bench" => {}
+                "--quick" => quick = true,
+                "--persons" => o.persons = count(arg, &value()?)?,
+                "--job-size" => o.job_size = count(arg, &value()?)?,
+                "--connections" => o.connections = count(arg, &value()?)?,
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        if quick {
+            o.persons = (o.persons / QUICK_DIVISOR).max(o.job_size);
+        }
+        Ok(o)
+    }
+
+    fn person(i: usize) -> Value {
+        json!({
+            "id": Uuid::from_u128(0x5500_0000_0000_4000_8000_0000_0000_0000 | i as u128).to_string(),
+            "givenName": format!("Förnamn{i}"),
+            "familyName": "Efternamn",
+            "eduPersonPrincipalNames": [format!("p{i:07}q@edu.bench.example")],
+            "civicNo": {"value": civic_no(2008, 10, i), "nationality": "SE"},
+            "emails": [{"value": format!("p{i}@elev.bench.example"), "type": "Skola elev"}],
+        })
+    }
+
+    fn bodies(from: usize, n: usize, job_size: usize) -> Vec<Bytes> {
+        (from..from + n)
+            .collect::<Vec<_>>()
+            .chunks(job_size)
+            .map(|c| {
+                Bytes::from(
+                    json!({"data": c.iter().map(|i| person(*i)).collect::<Vec<_>>()}).to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .http1_only()
+            .pool_max_idle_per_host(1)
+            .no_proxy()
+            .build()
+            .unwrap()
+    }
+
+    /// POSTs one job; returns the accept latency and the job's status URL.
+    async fn submit(
+        c: &reqwest::Client,
+        base: &str,
+        body: Bytes,
+    ) -> Result<(Duration, String), String> {
+        let start = Instant::now();
+        let res = c
+            .post(format!("{base}/provisioning/v1/persons/bulk"))
+            .header("content-type", "application/json")
+            .header("x-api-key", API_KEY)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = res.status();
+        let text = res.text().await.map_err(|e| e.to_string())?;
+        let took = start.elapsed();
+        if status != reqwest::StatusCode::ACCEPTED {
+            return Err(format!("{status}: {text}"));
+        }
+        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let job = v["jobId"].as_str().unwrap_or_default();
+        Ok((
+            took,
+            format!("{base}/provisioning/v1/persons/bulk/jobs/{job}"),
+        ))
+    }
+
+    async fn completed(c: &reqwest::Client, job_url: &str) -> bool {
+        let res = c
+            .get(format!("{job_url}/isCompleted"))
+            .header("x-api-key", API_KEY)
+            .send()
+            .await;
+        match res {
+            Ok(r) => r.text().await.map(|t| t == "true").unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    /// Counts the items of a completed job that did not succeed.
+    async fn failed_items(c: &reqwest::Client, job_url: &str) -> usize {
+        let v: Value = c
+            .get(format!("{job_url}?showOnlyError=true"))
+            .header("x-api-key", API_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["responses"].as_array().map_or(usize::MAX, Vec::len)
+    }
+
+    /// Sends all bodies with `connections` workers; returns accept latencies, job URLs,
+    /// failures and the time until every job was accepted.
+    async fn push_all(
+        base: &str,
+        bodies: Arc<Vec<Bytes>>,
+        connections: usize,
+    ) -> (Vec<Duration>, Vec<String>, Vec<String>, Duration) {
+        let next = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
+        let workers: Vec<_> = (0..connections)
+            .map(|_| {
+                let (bodies, next, base, c) =
+                    (bodies.clone(), next.clone(), base.to_owned(), client());
+                tokio::spawn(async move {
+                    let mut out = (Vec::new(), Vec::new(), Vec::new());
+                    while let Some(b) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        match submit(&c, &base, b.clone()).await {
+                            Ok((t, url)) => {
+                                out.0.push(t);
+                                out.1.push(url);
+                            }
+                            Err(e) => out.2.push(e),
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        let (mut lat, mut urls, mut errs) = (Vec::new(), Vec::new(), Vec::new());
+        for w in workers {
+            let (l, u, e) = w.await.unwrap();
+            lat.extend(l);
+            urls.extend(u);
+            errs.extend(e);
+        }
+        (lat, urls, errs, start.elapsed())
+    }
+
+    fn baseline() -> Running {
+        async fn accepted(_body: Bytes) -> HttpResponse {
+            HttpResponse::Accepted()
+                .content_type("application/json")
+                .body(r#"{"jobId":"00000000-0000-4000-8000-000000000000","message":"ok"}"#)
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = HttpServer::new(|| {
+            App::new()
+                .app_data(web::PayloadConfig::new(64 << 20))
+                .route("/provisioning/v1/persons/bulk", web::post().to(accepted))
+        })
+        .workers(SERVER_WORKERS)
+        .listen_auto_h2c(listener)
+        .unwrap()
+        .run();
+        Running::start(server, addr)
+    }
+
+    fn ms(d: Duration) -> f64 {
+        d.as_secs_f64() * 1e3
+    }
+
+    pub fn main(args: &[String]) {
+        let o = parse(args).unwrap_or_else(|e| {
+            eprintln!("{e}\n{USAGE}");
+            std::process::exit(2)
+        });
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let single = bodies(10_000_000, o.job_size, o.job_size);
+        let all = Arc::new(bodies(0, o.persons, o.job_size));
+        println!(
+            "ss12000 push: {} persons in {} jobs of {} ({:.1} MB of JSON), {} connection(s)",
+            grouped(o.persons),
+            grouped(all.len()),
+            grouped(o.job_size),
+            all.iter().map(Bytes::len).sum::<usize>() as f64 / 1e6,
+            o.connections
+        );
+        let data = tempfile::tempdir().unwrap();
+        let server = Running::skolgrind(data.path());
+        let base = server.base.clone();
+        // One job alone: accepted, then processed (polled every 2 ms).
+        let (single_accept, single_done, single_failed) = rt.block_on(async {
+            let c = client();
+            let start = Instant::now();
+            let (acc, url) = submit(&c, &base, single[0].clone()).await.unwrap();
+            while !completed(&c, &url).await {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let done = start.elapsed();
+            (acc, done, failed_items(&c, &url).await)
+        });
+        println!(
+            "  one {}-person job alone: accepted in {:.1} ms, completed {:.1} ms after submission; {} item(s) failed",
+            o.job_size,
+            ms(single_accept),
+            ms(single_done),
+            single_failed
+        );
+        // The bulk push.
+        let (mut lat, urls, errs, accept_time, e2e, failed) = rt.block_on(async {
+            let start = Instant::now();
+            let (lat, urls, errs, accept_time) = push_all(&base, all.clone(), o.connections).await;
+            let c = client();
+            for u in &urls {
+                while !completed(&c, u).await {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            let e2e = start.elapsed();
+            let mut failed = 0;
+            for u in &urls {
+                failed += failed_items(&c, u).await;
+            }
+            (lat, urls, errs, accept_time, e2e, failed)
+        });
+        server.stop(&rt);
+        drop(data);
+        lat.sort_unstable();
+        let items = urls.len() * o.job_size;
+        println!(
+            "  skolgrind: {} jobs accepted in {:.1} s ({:.1} jobs/s); accept p50 {:.1} ms  p99 {:.1} ms",
+            grouped(urls.len()),
+            accept_time.as_secs_f64(),
+            urls.len() as f64 / accept_time.as_secs_f64(),
+            ms(percentile(&lat, 0.5)),
+            ms(percentile(&lat, 0.99))
+        );
+        println!(
+            "             all jobs completed after {:.1} s: {} items processed/s; {} item(s) failed, {} request(s) refused{}",
+            e2e.as_secs_f64(),
+            grouped((items as f64 / e2e.as_secs_f64()).round() as usize),
+            grouped(failed),
+            grouped(errs.len()),
+            errs.first().map(|e| format!(" (first: {e})")).unwrap_or_default()
+        );
+        let server = baseline();
+        let (mut bl, bl_urls, bl_errs, bl_time) =
+            rt.block_on(push_all(&server.base, all.clone(), o.connections));
+        server.stop(&rt);
+        bl.sort_unstable();
+        println!(
+            "  baseline : {} requests in {:.2} s ({:.1} req/s); p50 {:.1} ms  p99 {:.1} ms  (empty actix handler answering 202{})",
+            grouped(bl_urls.len()),
+            bl_time.as_secs_f64(),
+            bl_urls.len() as f64 / bl_time.as_secs_f64(),
+            ms(percentile(&bl, 0.5)),
+            ms(percentile(&bl, 0.99)),
+            if bl_errs.is_empty() { String::new() } else { format!("; {} refused", bl_errs.len()) }
+        );
+        println!(
+            "  ratio    : accept throughput {:.2} x baseline; end-to-end (durable, processed) throughput {:.3} x baseline",
+            (urls.len() as f64 / accept_time.as_secs_f64()) / (bl_urls.len() as f64 / bl_time.as_secs_f64()),
+            (urls.len() as f64 / e2e.as_secs_f64()) / (bl_urls.len() as f64 / bl_time.as_secs_f64()),
         );
     }
 }

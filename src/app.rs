@@ -9,9 +9,11 @@ use actix_web::{App, HttpServer};
 use crate::auth::api_key::ApiKeys;
 use crate::auth::{Authenticator, Mechanism, Trust};
 use crate::config::Runtime;
+use crate::domain::jobs::Jobs;
 use crate::domain::{Controls, Provisioning};
 use crate::http::{access_log, admin, configure, guard, tls, AppState};
 use crate::protocol::egil::EgilAdapter;
+use crate::protocol::ss12000::{self, Ss12000Adapter};
 use crate::store::sled_kv::SledStore;
 use crate::store::Store;
 
@@ -38,10 +40,13 @@ pub fn state_with_store(rt: &Runtime, store: Arc<dyn Store>) -> Result<Arc<AppSt
     let tenant_ids: Vec<_> = rt.tenants.iter().map(|t| t.id.clone()).collect();
     let controls = Controls::load(store.clone(), &tenant_ids)
         .map_err(|e| format!("loading operator controls: {e}"))?;
+    let controls = Arc::new(controls);
+    let ss12000 = ss12000_adapter(rt, &store, &controls)?;
     Ok(Arc::new(AppState {
-        provisioning: Provisioning::new(store, Arc::new(controls)),
+        provisioning: Provisioning::new(store, controls),
         auth,
         egil: EgilAdapter::new()?,
+        ss12000,
         max_body_bytes: rt.max_body_bytes,
         public_base_url: rt.public_base_url.clone(),
         ops: Arc::new(crate::ops::Ops::new(
@@ -50,6 +55,51 @@ pub fn state_with_store(rt: &Runtime, store: Arc<dyn Store>) -> Result<Arc<AppSt
         )?),
         trust,
     }))
+}
+
+/// The SS12000:2020 push adapter, with its job runner started (resuming queued jobs).
+fn ss12000_adapter(
+    rt: &Runtime,
+    store: &Arc<dyn Store>,
+    controls: &Arc<Controls>,
+) -> Result<Ss12000Adapter, String> {
+    const KEY: &str = "ss12000/page_token_key";
+    let secret = match store.get_setting(KEY).map_err(|e| e.to_string())? {
+        Some(s) => s,
+        None => {
+            use rand::Rng;
+            let s: [u8; 32] = rand::rng().random();
+            store
+                .put_setting(KEY, s.to_vec())
+                .map_err(|e| e.to_string())?;
+            store.flush().map_err(|e| e.to_string())?;
+            s.to_vec()
+        }
+    };
+    let schemas = Arc::new(ss12000::schema::Schemas::compile()?);
+    let retention = chrono::Duration::hours(i64::from(rt.ss12000.job_retention_hours));
+    let queue = ss12000::runner::start(ss12000::runner::Runner {
+        provisioning: Provisioning::new(store.clone(), controls.clone()),
+        jobs: Jobs::new(store.clone()),
+        schemas: schemas.clone(),
+        tenants: rt
+            .tenants
+            .iter()
+            .map(|t| (t.id.clone(), t.clone()))
+            .collect(),
+        concurrency: rt.ss12000.job_concurrency,
+        retention,
+    })?;
+    Ok(Ss12000Adapter {
+        schemas,
+        tokens: ss12000::paging::PageTokens::new(&secret),
+        jobs: Jobs::new(store.clone()),
+        queue,
+        limits: ss12000::Limits {
+            max_body_bytes: rt.ss12000.max_body_bytes,
+            max_items: rt.ss12000.max_items,
+        },
+    })
 }
 
 /// Binds the public listener (HTTP/1.1 with keep-alive, and h2c with prior knowledge), or

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
 
 use crate::auth::api_key::{hash_for_config, parse_hash, ApiKey};
-use crate::domain::{CivicNoPolicy, Tenant, TenantId};
+use crate::domain::{CivicNoPolicy, Ss12000Profile, Tenant, TenantId};
 
 /// The only config format version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
@@ -33,6 +33,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    #[validate(nested)]
+    pub ss12000: Ss12000Config,
     #[serde(default)]
     #[validate(nested, custom(function = "check_unique_tenant_ids"))]
     pub tenants: Vec<TenantConfig>,
@@ -99,6 +102,52 @@ impl Default for LimitsConfig {
     }
 }
 
+/// The SS12000:2020 push API (`/provisioning/v1`).
+#[derive(Debug, Clone, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct Ss12000Config {
+    /// Largest bulk request body in bytes (larger: 413). Skolverket's own limit is 200 KB.
+    #[serde(default = "default_ss12000_body")]
+    #[validate(range(min = 1024, max = 67108864))]
+    pub max_body_bytes: usize,
+    /// Most items in one bulk request.
+    #[serde(default = "default_ss12000_items")]
+    #[validate(range(min = 1, max = 100000))]
+    pub max_items: usize,
+    /// Items of one job written concurrently.
+    #[serde(default = "default_ss12000_concurrency")]
+    #[validate(range(min = 1, max = 1024))]
+    pub job_concurrency: usize,
+    /// How long finished jobs and their results are kept, in hours.
+    #[serde(default = "default_ss12000_retention")]
+    #[validate(range(min = 1, max = 8760))]
+    pub job_retention_hours: u32,
+}
+
+fn default_ss12000_body() -> usize {
+    1024 * 1024
+}
+fn default_ss12000_items() -> usize {
+    5000
+}
+fn default_ss12000_concurrency() -> usize {
+    32
+}
+fn default_ss12000_retention() -> u32 {
+    168
+}
+
+impl Default for Ss12000Config {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_ss12000_body(),
+            max_items: default_ss12000_items(),
+            job_concurrency: default_ss12000_concurrency(),
+            job_retention_hours: default_ss12000_retention(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
@@ -143,6 +192,9 @@ pub struct TenantConfig {
     /// Federated-TLS and JWT identities of this tenant (`[tenants.auth]`).
     #[serde(default)]
     pub auth: crate::auth::config::TenantAuthConfig,
+    /// SS12000:2020 push validation profile: `generic` (default) or `dnp`.
+    #[serde(default)]
+    pub ss12000_profile: Ss12000Profile,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -273,6 +325,7 @@ pub struct Runtime {
     pub ops: crate::ops::config::OpsRuntime,
     /// TLS, federated TLS and JWT settings.
     pub auth: crate::auth::config::AuthRuntime,
+    pub ss12000: Ss12000Config,
 }
 
 /// Why a configuration was refused: one line per problem, each naming its key.
@@ -293,6 +346,7 @@ pub fn embedded_defaults(demo_key: &str) -> Config {
         },
         limits: LimitsConfig::default(),
         log: LogConfig::default(),
+        ss12000: Ss12000Config::default(),
         tenants: vec![TenantConfig {
             id: "demo".into(),
             name: "Demo school owner".into(),
@@ -301,6 +355,7 @@ pub fn embedded_defaults(demo_key: &str) -> Config {
             eppn_scopes: Vec::new(),
             civic_no_check: CivicNoPolicy::Warn,
             auth: Default::default(),
+            ss12000_profile: Ss12000Profile::Generic,
         }],
         admin: Default::default(),
         rate_limits: Default::default(),
@@ -459,6 +514,7 @@ fn to_runtime(cfg: Config) -> Result<Runtime, ConfigError> {
             organisation_number: t.organisation_number,
             eppn_scopes: t.eppn_scopes,
             civic_no_policy: t.civic_no_check,
+            ss12000_profile: t.ss12000_profile,
         }));
     }
     let ids: Vec<TenantId> = tenants.iter().map(|t| t.id.clone()).collect();
@@ -476,6 +532,7 @@ fn to_runtime(cfg: Config) -> Result<Runtime, ConfigError> {
         tenants,
         api_keys,
         auth,
+        ss12000: cfg.ss12000,
     })
 }
 
@@ -506,6 +563,8 @@ api_keys = ["sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527
         assert_eq!(r.api_keys.len(), 2);
         assert_eq!(r.api_keys[1].label, "next");
         assert_eq!(r.max_body_bytes, 1024 * 1024);
+        assert_eq!(r.ss12000.job_retention_hours, 168);
+        assert_eq!(r.tenants[0].ss12000_profile, Ss12000Profile::Generic);
     }
 
     #[test]
@@ -553,6 +612,17 @@ api_keys = ["sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527
             (
                 GOOD.replace("version = 1", "version = \"one\""),
                 "version: invalid type",
+            ),
+            (
+                GOOD.replace(
+                    "name = \"Kommunen\"",
+                    "name = \"Kommunen\"\nss12000_profile = \"strict\"",
+                ),
+                "tenants.0.ss12000_profile: unknown variant",
+            ),
+            (
+                GOOD.replace("[server]", "[ss12000]\njob_concurrency = 0\n[server]"),
+                "ss12000.job_concurrency: must be between 1 and 1024",
             ),
         ];
         for (toml, expected) in cases {

@@ -6,21 +6,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix_web::{test, App};
-use chrono::{DateTime, Utc};
-use skolgrind::domain::{DomainError, Kind, StoredObject, TenantId};
-use skolgrind::store::memory::MemoryStore;
-use skolgrind::store::{
-    AuditRecord, ChangeRecord, Committed, Decide, Durable, Store, StoreError, WriteEvent,
-};
+use skolgrind::store::kv::{Kv, KvOp, KvStore};
+use skolgrind::store::memory::MemoryKv;
+use skolgrind::store::{Durable, StoreError};
 
-/// A working in-memory store whose disk "fails" once `broken` is set: every write and the
-/// health probe then return an I/O error, as a full or vanished disk would.
-struct Flaky {
-    inner: MemoryStore,
-    broken: AtomicBool,
+/// A working in-memory engine whose disk "fails" once `broken` is set: every write then
+/// returns an I/O error, as a full or vanished disk would. Injected below the key layout,
+/// so the real `Store` implementation (and its health probe) runs on top of it.
+struct FlakyKv {
+    inner: MemoryKv,
+    broken: Arc<AtomicBool>,
 }
 
-impl Flaky {
+impl FlakyKv {
     fn check(&self) -> Result<(), StoreError> {
         if self.broken.load(Ordering::SeqCst) {
             Err(StoreError::Io("disk unavailable (injected)".into()))
@@ -30,59 +28,34 @@ impl Flaky {
     }
 }
 
-impl Store for Flaky {
-    fn get(&self, t: &TenantId, k: Kind, id: &str) -> Result<Option<StoredObject>, StoreError> {
-        self.inner.get(t, k, id)
+impl Kv for FlakyKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
     }
-    fn count(&self, t: &TenantId, k: Kind) -> Result<usize, StoreError> {
-        self.inner.count(t, k)
-    }
-    fn page(
+    fn scan(
         &self,
-        t: &TenantId,
-        k: Kind,
-        o: usize,
-        l: usize,
-    ) -> Result<Vec<StoredObject>, StoreError> {
-        self.inner.page(t, k, o, l)
+        prefix: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.scan(prefix, f)
     }
-    fn find_eppn(&self, e: &str) -> Result<Option<(TenantId, String)>, StoreError> {
-        self.inner.find_eppn(e)
-    }
-    fn find_civic_no(&self, t: &TenantId, c: &str) -> Result<Vec<String>, StoreError> {
-        self.inner.find_civic_no(t, c)
-    }
-    fn write(
+    fn scan_after(
         &self,
-        t: &TenantId,
-        k: Kind,
-        id: &str,
-        e: &WriteEvent,
-        d: Decide<'_>,
-    ) -> Result<Committed, DomainError> {
+        prefix: &[u8],
+        after: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.scan_after(prefix, after, f)
+    }
+    fn apply(&self, ops: Vec<KvOp>) -> Result<(), StoreError> {
         self.check()?;
-        self.inner.write(t, k, id, e, d)
+        self.inner.apply(ops)
     }
-    fn changes(&self, a: u64, l: usize) -> Result<Vec<ChangeRecord>, StoreError> {
-        self.inner.changes(a, l)
+    fn next_seq(&self) -> Result<u64, StoreError> {
+        self.inner.next_seq()
     }
-    fn audit(&self, t: &TenantId, a: u64, l: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        self.inner.audit(t, a, l)
-    }
-    fn purge_audit_before(&self, c: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.check()?;
-        self.inner.purge_audit_before(c)
-    }
-    fn get_setting(&self, k: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get_setting(k)
-    }
-    fn put_setting(&self, k: &str, v: Vec<u8>) -> Result<Durable, StoreError> {
-        self.check()?;
-        self.inner.put_setting(k, v)
-    }
-    fn check_health(&self) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.check_health()
+    fn durable(&self) -> Durable {
+        self.inner.durable()
     }
     fn flush(&self) -> Result<(), StoreError> {
         self.check()?;
@@ -93,11 +66,12 @@ impl Store for Flaky {
 #[actix_web::test]
 async fn readiness_fails_when_the_store_is_unavailable() {
     let rt = skolgrind::config::load_defaults("k").unwrap();
-    let store = Arc::new(Flaky {
-        inner: MemoryStore::in_memory(),
-        broken: AtomicBool::new(false),
-    });
-    let state = skolgrind::app::state_with_store(&rt, store.clone()).unwrap();
+    let broken = Arc::new(AtomicBool::new(false));
+    let store = Arc::new(KvStore::new(FlakyKv {
+        inner: MemoryKv::default(),
+        broken: broken.clone(),
+    }));
+    let state = skolgrind::app::state_with_store(&rt, store).unwrap();
     let public =
         test::init_service(App::new().configure(skolgrind::http::configure(state.clone()))).await;
     let admin =
@@ -115,7 +89,7 @@ async fn readiness_fails_when_the_store_is_unavailable() {
         200
     );
 
-    store.broken.store(true, Ordering::SeqCst);
+    broken.store(true, Ordering::SeqCst);
     for res in [
         test::call_service(&public, status("/readyz")).await,
         test::call_service(&admin, status("/readyz")).await,
@@ -137,7 +111,7 @@ async fn readiness_fails_when_the_store_is_unavailable() {
         200
     );
 
-    store.broken.store(false, Ordering::SeqCst);
+    broken.store(false, Ordering::SeqCst);
     assert_eq!(
         test::call_service(&public, status("/readyz"))
             .await

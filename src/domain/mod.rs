@@ -4,6 +4,7 @@
 
 pub mod controls;
 pub mod error;
+pub mod jobs;
 pub mod model;
 pub mod rules;
 pub mod service;
@@ -13,4 +14,4 @@ pub use controls::{Controls, GlobalControls, Suspension, TenantControls};
 pub use error::{ConflictKind, DomainError, RuleId, Violation};
 pub use model::{Entity, Kind, Meta, OrgType, Protocol, StoredObject};
 pub use service::{Provisioning, WriteContext, WriteOutcome};
-pub use tenant::{CivicNoPolicy, Tenant, TenantId};
+pub use tenant::{CivicNoPolicy, Ss12000Profile, Tenant, TenantId};

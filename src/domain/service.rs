@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::controls::Controls;
 use super::error::{ConflictKind, DomainError, RuleId};
+use super::jobs::JobMark;
 use super::model::{Entity, Flag, Kind, Meta, OrgType, Protocol, StoredObject};
 use super::rules::{check_civic_no, eppn_scope, normalise_eppn, CivicNoCheck};
 use super::tenant::{CivicNoPolicy, Tenant, TenantId};
@@ -167,6 +168,30 @@ impl Provisioning {
         mode: WriteMode,
         incoming: Incoming,
     ) -> Result<WriteOutcome, DomainError> {
+        self.write_impl(ctx, sel, mode, incoming, None).await
+    }
+
+    /// [`Provisioning::write`] for an item of a bulk job: the job mark is written in the
+    /// same atomic batch as the object (see `domain::jobs`).
+    pub async fn write_marked(
+        &self,
+        ctx: &WriteContext,
+        sel: TypeSel,
+        mode: WriteMode,
+        incoming: Incoming,
+        mark: &JobMark,
+    ) -> Result<WriteOutcome, DomainError> {
+        self.write_impl(ctx, sel, mode, incoming, Some(mark)).await
+    }
+
+    async fn write_impl(
+        &self,
+        ctx: &WriteContext,
+        sel: TypeSel,
+        mode: WriteMode,
+        incoming: Incoming,
+        mark: Option<&JobMark>,
+    ) -> Result<WriteOutcome, DomainError> {
         self.controls.check_write(&ctx.tenant.id)?;
         let (entity, flags) = self.apply_rules(&ctx.tenant, incoming.entity)?;
         if entity.kind() != sel.kind
@@ -184,38 +209,41 @@ impl Provisioning {
             at: ctx.now,
         };
         let mut pending = Some((entity, flags, incoming.raw));
-        let committed = self.store.write(
-            &ctx.tenant.id,
-            sel.kind,
-            &incoming.id,
-            &event,
-            &mut |current| {
-                if let Some(cur) = current {
-                    if !sel.matches(cur) {
-                        return Err(DomainError::Conflict(ConflictKind::OtherType));
-                    }
-                    if mode == WriteMode::Create {
-                        return Err(DomainError::Conflict(ConflictKind::AlreadyExists));
-                    }
+        let mut decide = |current: Option<&StoredObject>| {
+            if let Some(cur) = current {
+                if !sel.matches(cur) {
+                    return Err(DomainError::Conflict(ConflictKind::OtherType));
                 }
-                let (entity, flags, raw) = pending.take().ok_or(DomainError::Internal)?;
-                let meta = Meta {
-                    created: current.map_or(ctx.now, |c| c.meta.created),
-                    last_modified: ctx.now,
-                    version: current.map_or(1, |c| c.meta.version + 1),
-                    protocol: ctx.protocol,
-                    credential: ctx.credential.clone(),
-                };
-                Ok(Decision::Put(Box::new(StoredObject {
-                    tenant: ctx.tenant.id.clone(),
-                    id: incoming.id.clone(),
-                    entity,
-                    meta,
-                    raw,
-                    flags,
-                })))
-            },
-        )?;
+                if mode == WriteMode::Create {
+                    return Err(DomainError::Conflict(ConflictKind::AlreadyExists));
+                }
+            }
+            let (entity, flags, raw) = pending.take().ok_or(DomainError::Internal)?;
+            let meta = Meta {
+                created: current.map_or(ctx.now, |c| c.meta.created),
+                last_modified: ctx.now,
+                version: current.map_or(1, |c| c.meta.version + 1),
+                protocol: ctx.protocol,
+                credential: ctx.credential.clone(),
+            };
+            Ok(Decision::Put(Box::new(StoredObject {
+                tenant: ctx.tenant.id.clone(),
+                id: incoming.id.clone(),
+                entity,
+                meta,
+                raw,
+                flags,
+            })))
+        };
+        let (tenant, id) = (&ctx.tenant.id, incoming.id.as_str());
+        let committed = match mark {
+            None => self
+                .store
+                .write(tenant, sel.kind, id, &event, &mut decide)?,
+            Some(m) => self
+                .store
+                .write_marked(tenant, sel.kind, id, &event, &mut decide, m)?,
+        };
         committed.durable.wait().await?;
         let object = committed.current.ok_or(DomainError::Internal)?;
         Ok(WriteOutcome {
@@ -232,22 +260,45 @@ impl Provisioning {
         sel: TypeSel,
         id: &str,
     ) -> Result<(), DomainError> {
+        self.delete_impl(ctx, sel, id, None).await
+    }
+
+    /// [`Provisioning::delete`] for an item of a bulk job, with its job mark.
+    pub async fn delete_marked(
+        &self,
+        ctx: &WriteContext,
+        sel: TypeSel,
+        id: &str,
+        mark: &JobMark,
+    ) -> Result<(), DomainError> {
+        self.delete_impl(ctx, sel, id, Some(mark)).await
+    }
+
+    async fn delete_impl(
+        &self,
+        ctx: &WriteContext,
+        sel: TypeSel,
+        id: &str,
+        mark: Option<&JobMark>,
+    ) -> Result<(), DomainError> {
         let event = WriteEvent {
             protocol: ctx.protocol,
             credential: ctx.credential.clone(),
             at: ctx.now,
         };
-        let committed =
-            self.store.write(
-                &ctx.tenant.id,
-                sel.kind,
-                id,
-                &event,
-                &mut |current| match current {
-                    Some(cur) if sel.matches(cur) => Ok(Decision::Delete),
-                    _ => Err(DomainError::NotFound),
-                },
-            )?;
+        let mut decide = |current: Option<&StoredObject>| match current {
+            Some(cur) if sel.matches(cur) => Ok(Decision::Delete),
+            _ => Err(DomainError::NotFound),
+        };
+        let committed = match mark {
+            None => self
+                .store
+                .write(&ctx.tenant.id, sel.kind, id, &event, &mut decide)?,
+            Some(m) => {
+                self.store
+                    .write_marked(&ctx.tenant.id, sel.kind, id, &event, &mut decide, m)?
+            }
+        };
         committed.durable.wait().await?;
         Ok(())
     }
@@ -289,6 +340,53 @@ impl Provisioning {
         Ok(Page { total, items })
     }
 
+    /// Up to `limit` objects of type `sel` with id > `after`, ordered by id (keyset paging).
+    pub fn list_after(
+        &self,
+        tenant: &TenantId,
+        sel: TypeSel,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredObject>, DomainError> {
+        if sel.org_type.is_none() {
+            return Ok(self.store.page_after(tenant, sel.kind, after, limit)?);
+        }
+        let mut out = Vec::new();
+        let mut cursor = after.map(str::to_owned);
+        loop {
+            let batch =
+                self.store
+                    .page_after(tenant, sel.kind, cursor.as_deref(), limit.max(100))?;
+            let Some(last) = batch.last() else {
+                return Ok(out);
+            };
+            cursor = Some(last.id.clone());
+            for o in batch {
+                if sel.matches(&o) {
+                    out.push(o);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The persons of this tenant with a civic number.
+    pub fn find_persons_by_civic_no(
+        &self,
+        tenant: &TenantId,
+        civic_no: &str,
+    ) -> Result<Vec<StoredObject>, DomainError> {
+        let mut out = Vec::new();
+        for id in self.store.find_civic_no(tenant, civic_no)? {
+            if let Some(o) = self.store.get(tenant, Kind::Person, &id)? {
+                out.push(o);
+            }
+        }
+        Ok(out)
+    }
+
     /// The person of this tenant holding an EPPN (normalised before the lookup).
     pub fn find_person_by_eppn(
         &self,
@@ -318,6 +416,7 @@ mod tests {
             organisation_number: None,
             eppn_scopes: scopes.iter().map(|s| s.to_string()).collect(),
             civic_no_policy: policy,
+            ss12000_profile: crate::domain::tenant::Ss12000Profile::Generic,
         })
     }
 

@@ -63,6 +63,19 @@ pub enum CivicNoPolicy {
     Off,
 }
 
+/// Which SS12000:2020 push validation rules apply to a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ss12000Profile {
+    /// The SIS SS12000:2020 attribute set and enums; dangling references are warnings.
+    #[default]
+    Generic,
+    /// Skolverket's DNP rules (one EPPN and a civic number per person, school types GR,
+    /// SP, SAM, GY, VUXGY, Klass/Undervisning groups, Undervisning activities with a
+    /// national-test parent activity, …).
+    Dnp,
+}
+
 /// A school owner as the domain sees it (credentials live in `auth`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
@@ -72,6 +85,8 @@ pub struct Tenant {
     /// Allowed EPPN scopes (domains, lower case). Empty means "any scope".
     pub eppn_scopes: Vec<String>,
     pub civic_no_policy: CivicNoPolicy,
+    /// Validation profile for SS12000:2020 pushes.
+    pub ss12000_profile: Ss12000Profile,
 }
 
 impl Tenant {
@@ -108,6 +123,7 @@ mod tests {
             organisation_number: None,
             eppn_scopes: vec!["kommunen.se".into()],
             civic_no_policy: CivicNoPolicy::Warn,
+            ss12000_profile: Ss12000Profile::Generic,
         };
         assert!(t.allows_scope("kommunen.se"));
         assert!(t.allows_scope("skola.kommunen.se"));

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod body;
 pub mod egil;
 pub mod guard;
+pub mod provisioning;
 pub mod tls;
 
 use std::sync::Arc;
@@ -16,12 +17,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use crate::auth::{Authenticator, Credentials, Principal};
 use crate::domain::{DomainError, Provisioning};
 use crate::protocol::egil::EgilAdapter;
+use crate::protocol::ss12000::Ss12000Adapter;
 
 /// Everything handlers need, shared by all workers.
 pub struct AppState {
     pub provisioning: Provisioning,
     pub auth: Authenticator,
     pub egil: EgilAdapter,
+    pub ss12000: Ss12000Adapter,
     pub max_body_bytes: usize,
     pub public_base_url: Option<String>,
     /// Rate limits, load shedding, metrics (see `crate::ops`).
@@ -73,7 +76,8 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
         cfg.app_data(web::Data::from(state))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(admin::readyz))
-            .service(web::scope("/egil").configure(egil::routes));
+            .service(web::scope("/egil").configure(egil::routes))
+            .service(web::scope("/provisioning/v1").configure(provisioning::routes));
     }
 }
 

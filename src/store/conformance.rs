@@ -184,6 +184,156 @@ pub async fn run(s: Arc<dyn Store>) {
     assert_eq!(s.get_setting("x/y").unwrap(), Some(b"1".to_vec()));
     s.check_health().unwrap();
     s.flush().unwrap();
+    jobs(&*s).await;
+}
+
+/// Bulk jobs: stored with their items and queued in acceptance order; marks are written
+/// with the object in one batch; results recorded; finishing dequeues; delete removes all.
+async fn jobs(s: &dyn Store) {
+    use crate::domain::jobs::{ItemResult, ItemStatus, JobHeader, JobMark, JobOp};
+    let (a, b) = (t("a"), t("b"));
+    let header = |tenant: &TenantId, id: &str| JobHeader {
+        id: id.into(),
+        tenant: tenant.clone(),
+        resource: "persons".into(),
+        op: JobOp::Create,
+        credential: "k1".into(),
+        accepted: Utc::now(),
+        finished: None,
+        items: 2,
+    };
+    let items = vec!["{\"id\":\"j1\"}".to_string(), "\"x\"".to_string()];
+    s.put_job(&header(&a, "job1"), &items)
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    s.put_job(&header(&b, "job2"), &items[..1])
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_job(&a, "job1").unwrap(),
+        Some(header(&a, "job1")).map(|mut h| {
+            h.accepted = s.get_job(&a, "job1").unwrap().unwrap().accepted;
+            h
+        })
+    );
+    assert!(
+        s.get_job(&b, "job1").unwrap().is_none(),
+        "jobs are per tenant"
+    );
+    assert_eq!(s.job_items(&a, "job1").unwrap(), items);
+    assert_eq!(
+        s.pending_jobs().unwrap(),
+        vec![
+            (a.clone(), "job1".to_string()),
+            (b.clone(), "job2".to_string())
+        ]
+    );
+    // A marked write: the object and the mark land together.
+    let mark = JobMark {
+        job: "job1".into(),
+        index: 0,
+        payload: b"[]".to_vec(),
+    };
+    let mut o = Some(person(&a, "jp1", "jobs@k.se", None));
+    let c = s
+        .write_marked(
+            &a,
+            Kind::Person,
+            "jp1",
+            &ev(),
+            &mut |_| Ok(Decision::Put(Box::new(o.take().unwrap()))),
+            &mark,
+        )
+        .unwrap();
+    c.durable.wait().await.unwrap();
+    assert_eq!(
+        s.job_marks(&a, "job1").unwrap(),
+        vec![(0, Op::Create, b"[]".to_vec())]
+    );
+    // A refused marked write leaves no mark.
+    let err = s
+        .write_marked(
+            &a,
+            Kind::Person,
+            "jp2",
+            &ev(),
+            &mut |_| Err(DomainError::NotFound),
+            &JobMark {
+                index: 1,
+                ..mark.clone()
+            },
+        )
+        .err()
+        .unwrap();
+    assert_eq!(err, DomainError::NotFound);
+    assert_eq!(s.job_marks(&a, "job1").unwrap().len(), 1);
+    let r = |id: &str| ItemResult {
+        id: id.into(),
+        status: ItemStatus::Success,
+        status_code: 201,
+        created: true,
+        errors: vec![],
+        warnings: vec![],
+        at: Utc::now(),
+    };
+    s.put_job_results(&a, "job1", &[(0, r("j1"))], None)
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(s.job_results(&a, "job1").unwrap().len(), 1);
+    assert_eq!(s.pending_jobs().unwrap().len(), 2);
+    let mut fin = s.get_job(&a, "job1").unwrap().unwrap();
+    fin.finished = Some(Utc::now());
+    s.put_job_results(&a, "job1", &[(1, r("x"))], Some(&fin))
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(
+        s.pending_jobs().unwrap(),
+        vec![(b.clone(), "job2".to_string())]
+    );
+    assert_eq!(
+        s.get_job(&a, "job1").unwrap().unwrap().finished,
+        fin.finished
+    );
+    assert_eq!(
+        s.job_results(&a, "job1")
+            .unwrap()
+            .iter()
+            .map(|(i, r)| (*i, r.id.clone()))
+            .collect::<Vec<_>>(),
+        vec![(0, "j1".to_string()), (1, "x".to_string())]
+    );
+    assert_eq!(s.list_jobs().unwrap().len(), 2);
+    s.delete_job(&a, "job1").unwrap().wait().await.unwrap();
+    assert!(s.get_job(&a, "job1").unwrap().is_none());
+    assert!(s.job_items(&a, "job1").unwrap().is_empty());
+    assert!(s.job_marks(&a, "job1").unwrap().is_empty());
+    assert!(s.job_results(&a, "job1").unwrap().is_empty());
+    s.delete_job(&b, "job2").unwrap().wait().await.unwrap();
+    assert!(
+        s.pending_jobs().unwrap().is_empty(),
+        "deleting a queued job dequeues it"
+    );
+    // Keyset paging.
+    let first = s.page_after(&a, Kind::Group, None, 3).unwrap();
+    assert_eq!(
+        first.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+        vec!["g00", "g01", "g02"]
+    );
+    let next = s.page_after(&a, Kind::Group, Some("g02"), 3).unwrap();
+    assert_eq!(next[0].id, "g03");
+    assert!(s
+        .page_after(&a, Kind::Group, Some("g24"), 3)
+        .unwrap()
+        .is_empty());
+    assert!(s.page_after(&b, Kind::Group, None, 3).unwrap().is_empty());
 }
 
 #[tokio::test]

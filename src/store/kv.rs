@@ -13,6 +13,11 @@
 //! | `a/` | `a/{tenant}/{seq:016x}` | JSON [`AuditRecord`] |
 //! | `s/` | `s/{setting key}` | setting value (operator controls) |
 //! | `h/` | `h/probe` | health probe |
+//! | `jh/` | `jh/{tenant}/{job}` | JSON [`JobHeader`] of a bulk job |
+//! | `j/` | `j/{tenant}/{job}/i/{index:08x}` | the job's item (raw JSON) |
+//! | | `j/{tenant}/{job}/m/{index:08x}` | mark: op byte + payload, written with the object |
+//! | | `j/{tenant}/{job}/r/{index:08x}` | JSON [`ItemResult`] |
+//! | `q/` | `q/{seq:016x}/{tenant}/{job}` | queued (unfinished) job, in acceptance order |
 
 use std::sync::Mutex;
 
@@ -20,6 +25,7 @@ use super::{
     AuditRecord, ChangeRecord, Committed, Decide, Decision, Durable, Op, Store, StoreError,
     WriteEvent,
 };
+use crate::domain::jobs::{ItemResult, JobHeader, JobMark};
 use crate::domain::{ConflictKind, DomainError, Entity, Kind, StoredObject, TenantId};
 
 /// Format version of stored object values.
@@ -70,6 +76,119 @@ impl<B: Kv> KvStore<B> {
     pub fn engine(&self) -> &B {
         &self.kv
     }
+
+    /// The queue entries of a job (normally one).
+    fn queue_keys(&self, tenant: &TenantId, id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let suffix = format!("/{tenant}/{id}").into_bytes();
+        let mut keys = Vec::new();
+        self.kv.scan(b"q/", &mut |k, _| {
+            if k.ends_with(&suffix) {
+                keys.push(k.to_vec());
+            }
+            true
+        })?;
+        Ok(keys)
+    }
+
+    fn write_impl(
+        &self,
+        tenant: &TenantId,
+        kind: Kind,
+        id: &str,
+        event: &WriteEvent,
+        decide: Decide<'_>,
+        mark: Option<&JobMark>,
+    ) -> Result<Committed, DomainError> {
+        let key = object_key(tenant, kind, id);
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = self.kv.get(&key)?.map(|v| decode_object(&v)).transpose()?;
+        let decision = decide(previous.as_ref())?;
+        let mut ops: Vec<KvOp> = Vec::new();
+        let current = match decision {
+            Decision::Put(o) => Some(*o),
+            Decision::Delete => None,
+        };
+
+        // Secondary indexes: remove what the old version contributed, add the new.
+        let (old_eppns, old_civic) = person_indexes(previous.as_ref());
+        let (new_eppns, new_civic) = person_indexes(current.as_ref());
+        let owner = format!("{tenant}/{id}");
+        for (eppn, path) in &new_eppns {
+            if let Some(v) = self.kv.get(&eppn_key(eppn))? {
+                if v != owner.as_bytes() {
+                    return Err(DomainError::Conflict(ConflictKind::Unique {
+                        path: path.clone(),
+                    }));
+                }
+            }
+        }
+        for (eppn, _) in &old_eppns {
+            if !new_eppns.iter().any(|(e, _)| e == eppn) {
+                ops.push((eppn_key(eppn), None));
+            }
+        }
+        for (eppn, _) in &new_eppns {
+            ops.push((eppn_key(eppn), Some(owner.clone().into_bytes())));
+        }
+        if old_civic != new_civic {
+            if let Some(c) = &old_civic {
+                ops.push((civic_key(tenant, c, id), None));
+            }
+        }
+        if let Some(c) = &new_civic {
+            ops.push((civic_key(tenant, c, id), Some(Vec::new())));
+        }
+
+        let op = match (&previous, &current) {
+            (None, Some(_)) => Op::Create,
+            (Some(_), Some(_)) => Op::Update,
+            (_, None) => Op::Delete,
+        };
+        match &current {
+            Some(o) => ops.push((key, Some(encode_object(o)?))),
+            None => ops.push((key, None)),
+        }
+        let seq = self.kv.next_seq()?;
+        let change = ChangeRecord {
+            seq,
+            tenant: tenant.clone(),
+            kind,
+            id: id.to_owned(),
+            op,
+            at: event.at,
+        };
+        ops.push((format!("f/{seq:016x}").into_bytes(), Some(encode(&change)?)));
+        let audit = AuditRecord {
+            seq,
+            at: event.at,
+            tenant: tenant.clone(),
+            credential: event.credential.clone(),
+            protocol: event.protocol,
+            kind,
+            id: id.to_owned(),
+            op,
+        };
+        ops.push((
+            format!("a/{tenant}/{seq:016x}").into_bytes(),
+            Some(encode(&audit)?),
+        ));
+        if let Some(m) = mark {
+            let mut v = vec![match op {
+                Op::Create => b'c',
+                Op::Update => b'u',
+                Op::Delete => b'd',
+            }];
+            v.extend_from_slice(&m.payload);
+            ops.push((job_key(tenant, &m.job, 'm', m.index), Some(v)));
+        }
+        self.kv.apply(ops)?;
+        drop(_guard);
+        Ok(Committed {
+            previous,
+            current,
+            durable: self.kv.durable(),
+        })
+    }
 }
 
 fn object_prefix(tenant: &TenantId, kind: Kind) -> Vec<u8> {
@@ -78,6 +197,24 @@ fn object_prefix(tenant: &TenantId, kind: Kind) -> Vec<u8> {
 
 fn object_key(tenant: &TenantId, kind: Kind, id: &str) -> Vec<u8> {
     format!("o/{}/{}/{}", tenant, kind.as_str(), id).into_bytes()
+}
+
+fn job_header_key(tenant: &TenantId, job: &str) -> Vec<u8> {
+    format!("jh/{tenant}/{job}").into_bytes()
+}
+
+fn job_section(tenant: &TenantId, job: &str, section: char) -> Vec<u8> {
+    format!("j/{tenant}/{job}/{section}/").into_bytes()
+}
+
+fn job_key(tenant: &TenantId, job: &str, section: char, index: u32) -> Vec<u8> {
+    format!("j/{tenant}/{job}/{section}/{index:08x}").into_bytes()
+}
+
+fn parse_index(hex: &[u8]) -> Option<u32> {
+    std::str::from_utf8(hex)
+        .ok()
+        .and_then(|s| u32::from_str_radix(s, 16).ok())
 }
 
 fn eppn_key(eppn: &str) -> Vec<u8> {
@@ -212,86 +349,231 @@ impl<B: Kv> Store for KvStore<B> {
         event: &WriteEvent,
         decide: Decide<'_>,
     ) -> Result<Committed, DomainError> {
-        let key = object_key(tenant, kind, id);
-        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let previous = self.kv.get(&key)?.map(|v| decode_object(&v)).transpose()?;
-        let decision = decide(previous.as_ref())?;
-        let mut ops: Vec<KvOp> = Vec::new();
-        let current = match decision {
-            Decision::Put(o) => Some(*o),
-            Decision::Delete => None,
-        };
+        self.write_impl(tenant, kind, id, event, decide, None)
+    }
 
-        // Secondary indexes: remove what the old version contributed, add the new.
-        let (old_eppns, old_civic) = person_indexes(previous.as_ref());
-        let (new_eppns, new_civic) = person_indexes(current.as_ref());
-        let owner = format!("{tenant}/{id}");
-        for (eppn, path) in &new_eppns {
-            if let Some(v) = self.kv.get(&eppn_key(eppn))? {
-                if v != owner.as_bytes() {
-                    return Err(DomainError::Conflict(ConflictKind::Unique {
-                        path: path.clone(),
-                    }));
+    fn write_marked(
+        &self,
+        tenant: &TenantId,
+        kind: Kind,
+        id: &str,
+        event: &WriteEvent,
+        decide: Decide<'_>,
+        mark: &JobMark,
+    ) -> Result<Committed, DomainError> {
+        self.write_impl(tenant, kind, id, event, decide, Some(mark))
+    }
+
+    fn page_after(
+        &self,
+        tenant: &TenantId,
+        kind: Kind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredObject>, StoreError> {
+        let prefix = object_prefix(tenant, kind);
+        let mut out = Vec::new();
+        let mut err = None;
+        if limit == 0 {
+            return Ok(out);
+        }
+        let mut f = |_: &[u8], v: &[u8]| {
+            match decode_object(v) {
+                Ok(o) => out.push(o),
+                Err(e) => {
+                    err = Some(e);
+                    return false;
                 }
             }
-        }
-        for (eppn, _) in &old_eppns {
-            if !new_eppns.iter().any(|(e, _)| e == eppn) {
-                ops.push((eppn_key(eppn), None));
-            }
-        }
-        for (eppn, _) in &new_eppns {
-            ops.push((eppn_key(eppn), Some(owner.clone().into_bytes())));
-        }
-        if old_civic != new_civic {
-            if let Some(c) = &old_civic {
-                ops.push((civic_key(tenant, c, id), None));
-            }
-        }
-        if let Some(c) = &new_civic {
-            ops.push((civic_key(tenant, c, id), Some(Vec::new())));
-        }
-
-        let op = match (&previous, &current) {
-            (None, Some(_)) => Op::Create,
-            (Some(_), Some(_)) => Op::Update,
-            (_, None) => Op::Delete,
+            out.len() < limit
         };
-        match &current {
-            Some(o) => ops.push((key, Some(encode_object(o)?))),
-            None => ops.push((key, None)),
+        match after {
+            Some(a) => {
+                let start = object_key(tenant, kind, a);
+                self.kv.scan_after(&prefix, &start, &mut f)?;
+            }
+            None => self.kv.scan(&prefix, &mut f)?,
+        }
+        match err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    fn put_job(&self, header: &JobHeader, items: &[String]) -> Result<Durable, StoreError> {
+        let (t, id) = (&header.tenant, header.id.as_str());
+        let mut ops: Vec<KvOp> = Vec::with_capacity(items.len() + 2);
+        ops.push((job_header_key(t, id), Some(encode(header)?)));
+        for (i, item) in items.iter().enumerate() {
+            ops.push((
+                job_key(t, id, 'i', i as u32),
+                Some(item.as_bytes().to_vec()),
+            ));
         }
         let seq = self.kv.next_seq()?;
-        let change = ChangeRecord {
-            seq,
-            tenant: tenant.clone(),
-            kind,
-            id: id.to_owned(),
-            op,
-            at: event.at,
-        };
-        ops.push((format!("f/{seq:016x}").into_bytes(), Some(encode(&change)?)));
-        let audit = AuditRecord {
-            seq,
-            at: event.at,
-            tenant: tenant.clone(),
-            credential: event.credential.clone(),
-            protocol: event.protocol,
-            kind,
-            id: id.to_owned(),
-            op,
-        };
         ops.push((
-            format!("a/{tenant}/{seq:016x}").into_bytes(),
-            Some(encode(&audit)?),
+            format!("q/{seq:016x}/{t}/{id}").into_bytes(),
+            Some(Vec::new()),
         ));
         self.kv.apply(ops)?;
-        drop(_guard);
-        Ok(Committed {
-            previous,
-            current,
-            durable: self.kv.durable(),
-        })
+        Ok(self.kv.durable())
+    }
+
+    fn get_job(&self, tenant: &TenantId, id: &str) -> Result<Option<JobHeader>, StoreError> {
+        self.kv
+            .get(&job_header_key(tenant, id))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn job_items(&self, tenant: &TenantId, id: &str) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let mut err = None;
+        self.kv.scan(&job_section(tenant, id, 'i'), &mut |_, v| {
+            match String::from_utf8(v.to_vec()) {
+                Ok(s) => out.push(s),
+                Err(e) => {
+                    err = Some(StoreError::Corrupt(e.to_string()));
+                    return false;
+                }
+            }
+            true
+        })?;
+        match err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    fn job_marks(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Vec<(u32, Op, Vec<u8>)>, StoreError> {
+        let prefix = job_section(tenant, id, 'm');
+        let mut out = Vec::new();
+        let mut err = None;
+        self.kv.scan(&prefix, &mut |k, v| {
+            let index = parse_index(&k[prefix.len()..]);
+            let op = match v.first() {
+                Some(b'c') => Some(Op::Create),
+                Some(b'u') => Some(Op::Update),
+                Some(b'd') => Some(Op::Delete),
+                _ => None,
+            };
+            match (index, op) {
+                (Some(i), Some(op)) => out.push((i, op, v[1..].to_vec())),
+                _ => {
+                    err = Some(StoreError::Corrupt("job mark".into()));
+                    return false;
+                }
+            }
+            true
+        })?;
+        match err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    fn job_results(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Vec<(u32, ItemResult)>, StoreError> {
+        let prefix = job_section(tenant, id, 'r');
+        let mut out = Vec::new();
+        let mut err = None;
+        self.kv.scan(&prefix, &mut |k, v| {
+            match (parse_index(&k[prefix.len()..]), decode::<ItemResult>(v)) {
+                (Some(i), Ok(r)) => out.push((i, r)),
+                (_, Err(e)) => {
+                    err = Some(e);
+                    return false;
+                }
+                (None, _) => {
+                    err = Some(StoreError::Corrupt("job result key".into()));
+                    return false;
+                }
+            }
+            true
+        })?;
+        match err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    fn put_job_results(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        results: &[(u32, ItemResult)],
+        finished: Option<&JobHeader>,
+    ) -> Result<Durable, StoreError> {
+        let mut ops: Vec<KvOp> = Vec::with_capacity(results.len() + 2);
+        for (i, r) in results {
+            ops.push((job_key(tenant, id, 'r', *i), Some(encode(r)?)));
+        }
+        if let Some(h) = finished {
+            ops.push((job_header_key(tenant, id), Some(encode(h)?)));
+            ops.extend(self.queue_keys(tenant, id)?.into_iter().map(|k| (k, None)));
+        }
+        self.kv.apply(ops)?;
+        Ok(self.kv.durable())
+    }
+
+    fn pending_jobs(&self) -> Result<Vec<(TenantId, String)>, StoreError> {
+        let mut out = Vec::new();
+        let mut err = None;
+        self.kv.scan(b"q/", &mut |k, _| {
+            // q/{seq}/{tenant}/{job}
+            let s = String::from_utf8_lossy(k);
+            let mut parts = s.splitn(4, '/').skip(2);
+            match (parts.next().map(TenantId::parse), parts.next()) {
+                (Some(Ok(t)), Some(job)) => out.push((t, job.to_owned())),
+                _ => {
+                    err = Some(StoreError::Corrupt("job queue key".into()));
+                    return false;
+                }
+            }
+            true
+        })?;
+        match err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    fn list_jobs(&self) -> Result<Vec<JobHeader>, StoreError> {
+        let mut out = Vec::new();
+        let mut err = None;
+        self.kv.scan(b"jh/", &mut |_, v| {
+            match decode(v) {
+                Ok(h) => out.push(h),
+                Err(e) => {
+                    err = Some(e);
+                    return false;
+                }
+            }
+            true
+        })?;
+        match err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    fn delete_job(&self, tenant: &TenantId, id: &str) -> Result<Durable, StoreError> {
+        let mut ops: Vec<KvOp> = vec![(job_header_key(tenant, id), None)];
+        self.kv
+            .scan(format!("j/{tenant}/{id}/").as_bytes(), &mut |k, _| {
+                ops.push((k.to_vec(), None));
+                true
+            })?;
+        ops.extend(self.queue_keys(tenant, id)?.into_iter().map(|k| (k, None)));
+        self.kv.apply(ops)?;
+        Ok(self.kv.durable())
     }
 
     fn changes(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StoreError> {

@@ -23,6 +23,7 @@ use std::pin::Pin;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::jobs::{ItemResult, JobHeader, JobMark};
 use crate::domain::{DomainError, Kind, Protocol, StoredObject, TenantId};
 
 /// A storage failure. Its text goes to the log only; clients see `Unavailable`/`Internal`.
@@ -181,6 +182,66 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a setting; await the returned handle before acknowledging.
     fn put_setting(&self, key: &str, value: Vec<u8>) -> Result<Durable, StoreError>;
+
+    /// Objects of a kind in a tenant with id > `after` (all when `None`), ordered by id,
+    /// at most `limit` (keyset paging).
+    fn page_after(
+        &self,
+        tenant: &TenantId,
+        kind: Kind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredObject>, StoreError>;
+
+    /// [`Store::write`], and in the same atomic batch a job mark recording that job item
+    /// `mark.index` was applied, with the operation (see `domain::jobs`).
+    fn write_marked(
+        &self,
+        tenant: &TenantId,
+        kind: Kind,
+        id: &str,
+        event: &WriteEvent,
+        decide: Decide<'_>,
+        mark: &JobMark,
+    ) -> Result<Committed, DomainError>;
+
+    /// Stores a bulk job (header and items) and queues it, atomically.
+    fn put_job(&self, header: &JobHeader, items: &[String]) -> Result<Durable, StoreError>;
+
+    fn get_job(&self, tenant: &TenantId, id: &str) -> Result<Option<JobHeader>, StoreError>;
+
+    /// The job's items in index order.
+    fn job_items(&self, tenant: &TenantId, id: &str) -> Result<Vec<String>, StoreError>;
+
+    /// The job's marks `(index, op, payload)` in index order.
+    fn job_marks(&self, tenant: &TenantId, id: &str)
+        -> Result<Vec<(u32, Op, Vec<u8>)>, StoreError>;
+
+    /// The job's recorded results in index order.
+    fn job_results(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Vec<(u32, ItemResult)>, StoreError>;
+
+    /// Records item results; with `finished`, replaces the header and dequeues the job in
+    /// the same batch.
+    fn put_job_results(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        results: &[(u32, ItemResult)],
+        finished: Option<&JobHeader>,
+    ) -> Result<Durable, StoreError>;
+
+    /// Queued jobs in acceptance order.
+    fn pending_jobs(&self) -> Result<Vec<(TenantId, String)>, StoreError>;
+
+    /// Every job header (all tenants).
+    fn list_jobs(&self) -> Result<Vec<JobHeader>, StoreError>;
+
+    /// Removes a job with its items, marks, results and queue entry.
+    fn delete_job(&self, tenant: &TenantId, id: &str) -> Result<Durable, StoreError>;
 
     /// A cheap read-and-write probe for readiness checks.
     fn check_health(&self) -> Result<(), StoreError>;

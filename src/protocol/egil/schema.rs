@@ -72,7 +72,7 @@ impl Schemas {
 }
 
 /// `/a/b/0/c` → `a.b[0].c`.
-fn scim_path<'a>(segments: impl Iterator<Item = LocationSegment<'a>>) -> String {
+pub(crate) fn scim_path<'a>(segments: impl Iterator<Item = LocationSegment<'a>>) -> String {
     let mut out = String::new();
     for s in segments {
         match s {
@@ -92,7 +92,7 @@ fn scim_path<'a>(segments: impl Iterator<Item = LocationSegment<'a>>) -> String 
     out
 }
 
-fn describe(kind: &ValidationErrorKind, path: &mut String) -> (RuleId, String) {
+pub(crate) fn describe(kind: &ValidationErrorKind, path: &mut String) -> (RuleId, String) {
     match kind {
         ValidationErrorKind::Required { property } => {
             if let Some(p) = property.as_str() {

@@ -9,7 +9,7 @@ use actix_web::{App, HttpServer};
 use crate::auth::api_key::ApiKeys;
 use crate::auth::Authenticator;
 use crate::config::Runtime;
-use crate::domain::{Controls, Provisioning};
+use crate::domain::{Controls, LoginService, Provisioning};
 use crate::http::{access_log, configure, AppState};
 use crate::protocol::egil::EgilAdapter;
 use crate::store::sled_kv::SledStore;
@@ -34,12 +34,25 @@ pub fn state_with_store(rt: &Runtime, store: Arc<dyn Store>) -> Result<Arc<AppSt
     let auth = Authenticator::new(
         rt.tenants.clone(),
         vec![Box::new(ApiKeys::new(rt.api_keys.clone()))],
-    );
+    )
+    .with_products(rt.products.clone());
     let tenant_ids: Vec<_> = rt.tenants.iter().map(|t| t.id.clone()).collect();
     let controls = Controls::load(store.clone(), &tenant_ids)
         .map_err(|e| format!("loading operator controls: {e}"))?;
+    let controls = Arc::new(controls);
+    let bindings: std::collections::HashMap<_, _> = rt.login_bindings.iter().cloned().collect();
+    let login = LoginService::new(
+        store.clone(),
+        controls.clone(),
+        rt.tenants
+            .iter()
+            .map(|t| (t.clone(), bindings.get(&t.id).cloned().unwrap_or_default()))
+            .collect(),
+        rt.shared_scopes.clone(),
+    );
     Ok(Arc::new(AppState {
-        provisioning: Provisioning::new(store, Arc::new(controls)),
+        login,
+        provisioning: Provisioning::new(store, controls),
         auth,
         egil: EgilAdapter::new()?,
         max_body_bytes: rt.max_body_bytes,

@@ -5,18 +5,20 @@
 pub mod access_log;
 pub mod body;
 pub mod egil;
+pub mod login;
 
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::auth::{Authenticator, Credentials, Principal};
-use crate::domain::{DomainError, Provisioning};
+use crate::auth::{Authenticator, Credentials, Principal, ProductPrincipal};
+use crate::domain::{DomainError, LoginService, Provisioning};
 use crate::protocol::egil::EgilAdapter;
 
 /// Everything handlers need, shared by all workers.
 pub struct AppState {
     pub provisioning: Provisioning,
+    pub login: LoginService,
     pub auth: Authenticator,
     pub egil: EgilAdapter,
     pub max_body_bytes: usize,
@@ -46,6 +48,19 @@ impl AppState {
         access_log::set_tenant(req, p.tenant.id.as_str());
         Ok(p)
     }
+
+    /// Authenticates a product (login API). A school owner's valid credential is
+    /// `Forbidden` here, as a product's is on the provisioning endpoints.
+    pub fn authenticate_product(&self, req: &HttpRequest) -> Result<ProductPrincipal, DomainError> {
+        let creds = Credentials {
+            api_key: req.headers().get("x-api-key").map(|v| v.as_bytes()),
+            bearer: None,
+            peer_pin: None,
+        };
+        let p = self.auth.authenticate_product(&creds)?;
+        access_log::set_tenant(req, &format!("product:{}", p.product.id));
+        Ok(p)
+    }
 }
 
 /// Registers every route.
@@ -53,7 +68,9 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::from(state))
             .route("/healthz", web::get().to(healthz))
-            .service(web::scope("/egil").configure(egil::routes));
+            .service(web::scope("/egil").configure(egil::routes))
+            .service(login::docs())
+            .service(web::scope("/login/v1").configure(login::routes));
     }
 }
 

@@ -3,3 +3,4 @@
 //! store or each other.
 
 pub mod egil;
+pub mod login;

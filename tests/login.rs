@@ -729,7 +729,6 @@ async fn batch_limits_and_order() {
         {"eppn": "stjo@skola.kommunen.se"},
         {"eppn": "nobody@skola.kommunen.se"},
         {"eppn": "baje@skola.kommunen.se", "idp_entity_id": IDP_B},
-        {},
         {"eppn": "soda@skola.kommunen.se"},
     ]);
     let (st, r) = login(
@@ -748,12 +747,22 @@ async fn batch_limits_and_order() {
         .iter()
         .map(|x| x["status"].as_u64().unwrap())
         .collect();
-    assert_eq!(statuses, vec![200, 404, 404, 400, 200]);
+    assert_eq!(statuses, vec![200, 404, 404, 200]);
     assert_eq!(r["results"][0]["account"]["person"]["source_id"], STEFAN);
     assert_eq!(r["results"][1]["reason"], "unknown");
     assert_eq!(r["results"][2]["reason"], "idp_mismatch");
-    assert_eq!(r["results"][3]["error"]["rule"], "required");
-    assert_eq!(r["results"][4]["account"]["person"]["source_id"], SOFIE);
+    assert_eq!(r["results"][3]["account"]["person"]["source_id"], SOFIE);
+    // A lookup without any identifier makes the request invalid.
+    let (st, e) = login(
+        &c,
+        &s,
+        "POST",
+        "/resolve:batch",
+        Some(PRODUCT_KEY),
+        Some(json!({"lookups": [{"eppn": "soda@skola.kommunen.se"}, {"idp_entity_id": IDP_A}]})),
+    )
+    .await;
+    assert_eq!((st, e["path"].as_str()), (400, Some("lookups[1].eppn")));
     // 1,000 is the limit; 0 and 1,001 are refused.
     let many = |n: usize| json!({"lookups": vec![json!({"eppn": "stjo@skola.kommunen.se"}); n]});
     let (st, r) = login(

@@ -101,6 +101,7 @@ async fn resolve(
 ) -> Result<HttpResponse> {
     state.authenticate_product(&req)?;
     let q: ResolveRequest = json_body(&state, &req, payload).await?;
+    q.check("")?;
     Ok(match state.login.resolve(&q.query())? {
         Resolution::Found(a) => HttpResponse::Ok().json(wire::account(&a)),
         Resolution::NoMatch(n) => no_match(n),
@@ -131,6 +132,9 @@ async fn resolve_batch(
 ) -> Result<HttpResponse> {
     state.authenticate_product(&req)?;
     let b: BatchRequest = json_body(&state, &req, payload).await?;
+    for (i, q) in b.lookups.iter().enumerate() {
+        q.check(&format!("lookups[{i}]."))?;
+    }
     let queries: Vec<_> = b.lookups.into_iter().map(ResolveRequest::query).collect();
     let results = state
         .login
@@ -292,8 +296,8 @@ async fn changes(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
     let q = web::Query::<ChangesQuery>::from_query(req.query_string())
         .map_err(|_| bad("", "the query string is malformed"))?;
     let cursor = match q.cursor.as_deref() {
-        None | Some("") => 0,
-        Some(c) if c.len() <= 19 && c.bytes().all(|b| b.is_ascii_digit()) => c
+        None => 0,
+        Some(c) if !c.is_empty() && c.len() <= 19 && c.bytes().all(|b| b.is_ascii_digit()) => c
             .parse::<u64>()
             .map_err(|_| bad("cursor", "expected a cursor from next_cursor"))?,
         Some(_) => return Err(bad("cursor", "expected a cursor from next_cursor")),
@@ -393,8 +397,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     }));
 }
 
+/// The OpenAPI document as served: what utoipa generates from the handlers, plus the one
+/// rule its derive cannot state — a lookup needs `eppn` or `external_id`.
+pub fn openapi_document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(LoginApiDoc::openapi()).unwrap_or_default();
+    if let Some(s) = doc.pointer_mut("/components/schemas/ResolveRequest") {
+        s["anyOf"] = serde_json::json!([
+            {"required": ["eppn"], "properties": {"eppn": {"type": "string"}}},
+            {"required": ["external_id"], "properties": {"external_id": {"type": "object"}}}
+        ]);
+    }
+    doc
+}
+
 /// The Swagger UI (assets compiled into the binary) and the OpenAPI document. Register
 /// before the `/login/v1` scope, which would otherwise take these paths.
 pub fn docs() -> SwaggerUi {
-    SwaggerUi::new(format!("{DOCS_PATH}{{_:.*}}")).url(OPENAPI_PATH, LoginApiDoc::openapi())
+    SwaggerUi::new(format!("{DOCS_PATH}{{_:.*}}"))
+        .external_url_unchecked(OPENAPI_PATH, openapi_document())
 }

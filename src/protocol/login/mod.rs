@@ -55,7 +55,63 @@ pub struct ResolveRequest {
     pub civic_no: Option<String>,
 }
 
+/// Longest accepted identifier (EPPN, entity ID, external identifier or its context).
+pub const MAX_IDENTIFIER_CHARS: usize = 1024;
+/// Longest accepted civic number field.
+pub const MAX_CIVIC_NO_CHARS: usize = 64;
+
+fn check_len(path: &str, v: Option<&str>, min: usize, max: usize) -> Result<(), DomainError> {
+    match v.map(|s| s.chars().count()) {
+        Some(n) if n < min || n > max => Err(DomainError::invalid(
+            path,
+            RuleId::Size,
+            format!("expected {min} to {max} characters"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl ResolveRequest {
+    /// The size limits the schema states (the domain decides everything else).
+    pub fn check(&self, prefix: &str) -> Result<(), DomainError> {
+        if self.eppn.is_none() && self.external_id.is_none() {
+            return Err(DomainError::invalid(
+                format!("{prefix}eppn"),
+                RuleId::Required,
+                "give an eppn or an external_id",
+            ));
+        }
+        let max = MAX_IDENTIFIER_CHARS;
+        check_len(&format!("{prefix}eppn"), self.eppn.as_deref(), 0, max)?;
+        check_len(
+            &format!("{prefix}idp_entity_id"),
+            self.idp_entity_id.as_deref(),
+            0,
+            max,
+        )?;
+        check_len(
+            &format!("{prefix}civic_no"),
+            self.civic_no.as_deref(),
+            0,
+            MAX_CIVIC_NO_CHARS,
+        )?;
+        if let Some(x) = &self.external_id {
+            check_len(
+                &format!("{prefix}external_id.value"),
+                Some(&x.value),
+                1,
+                max,
+            )?;
+            check_len(
+                &format!("{prefix}external_id.context"),
+                Some(&x.context),
+                1,
+                max,
+            )?;
+        }
+        Ok(())
+    }
+
     pub fn query(self) -> LoginQuery {
         LoginQuery {
             eppn: self.eppn,

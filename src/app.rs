@@ -19,7 +19,7 @@ use crate::store::Store;
 pub fn build_state(rt: &Runtime) -> Result<Arc<AppState>, String> {
     std::fs::create_dir_all(&rt.data_dir)
         .map_err(|e| format!("server.data_dir {}: {e}", rt.data_dir.display()))?;
-    let store = SledStore::open_dir(&rt.data_dir).map_err(|e| {
+    let store = SledStore::open_dir_with_cache(&rt.data_dir, rt.cache_bytes).map_err(|e| {
         format!(
             "server.data_dir {}: cannot open the store: {e}",
             rt.data_dir.display()

@@ -98,6 +98,10 @@ pub struct ServerConfig {
     #[serde(default)]
     #[validate(range(min = 1, max = 256))]
     pub workers: Option<usize>,
+    /// The store's page cache in MiB (default 256): most of the memory the server uses.
+    #[serde(default)]
+    #[validate(range(min = 8, max = 65536))]
+    pub cache_mb: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Validate)]
@@ -304,6 +308,8 @@ pub struct Runtime {
     pub data_dir: PathBuf,
     pub public_base_url: Option<String>,
     pub workers: Option<usize>,
+    /// The store's page cache in bytes.
+    pub cache_bytes: u64,
     pub max_body_bytes: usize,
     pub log: LogConfig,
     pub tenants: Vec<Arc<Tenant>>,
@@ -329,6 +335,7 @@ pub fn embedded_defaults(demo_key: &str) -> Config {
             data_dir: PathBuf::from("./skolgrind-data"),
             public_base_url: None,
             workers: None,
+            cache_mb: None,
         },
         limits: LimitsConfig::default(),
         log: LogConfig::default(),
@@ -514,6 +521,12 @@ fn to_runtime(cfg: Config) -> Result<Runtime, ConfigError> {
         data_dir: cfg.server.data_dir,
         public_base_url: cfg.server.public_base_url,
         workers: cfg.server.workers,
+        cache_bytes: cfg
+            .server
+            .cache_mb
+            .map_or(crate::store::sled_kv::DEFAULT_CACHE_BYTES, |m| {
+                m * 1024 * 1024
+            }),
         max_body_bytes: cfg.limits.max_body_bytes,
         log: cfg.log,
         tenants,

@@ -1165,6 +1165,27 @@ mod login_storm {
 
         let cfg = runtime_config(data.path(), o.tenants);
         let state = skolgrind::app::state_with_store(&cfg, store).unwrap();
+        // The domain's share: resolves called in-process on one thread, no HTTP.
+        {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+            let n = 20_000;
+            let start = Instant::now();
+            for _ in 0..n {
+                let t = rng.random_range(0..o.tenants);
+                let q = skolgrind::domain::login::LoginQuery {
+                    eppn: Some(eppn(t, rng.random_range(0..per_tenant))),
+                    ..Default::default()
+                };
+                let r = state.login.resolve(&q).unwrap();
+                assert!(matches!(r, skolgrind::domain::login::Resolution::Found(_)));
+            }
+            let per = start.elapsed() / n;
+            println!(
+                "  in-process resolve (domain + store, one thread): {:.1} µs each",
+                per.as_secs_f64() * 1e6
+            );
+        }
         let (server, addr) = skolgrind::app::bind(&cfg, state).unwrap();
         let server = Running::start(server, addr);
         let rt = tokio::runtime::Builder::new_multi_thread()

@@ -480,7 +480,7 @@ impl LoginService {
             }
             civic_no_checked = true;
         }
-        let mut account = match self.account_view(&tenant_id, &person_id)? {
+        let mut account = match self.account_view(&tenant_id, &person_id, Some(person_obj))? {
             Some(a) => a,
             None => return Ok(Err(NoMatch::Unknown)),
         };
@@ -511,19 +511,25 @@ impl LoginService {
         if let Err(r) = self.active_tenant(&t) {
             return Ok(Err(r));
         }
-        Ok(self.account_view(&t, &id)?.ok_or(NoMatch::Unknown))
+        Ok(self.account_view(&t, &id, None)?.ok_or(NoMatch::Unknown))
     }
 
+    /// The account view of a person (`obj`: the person's object when already read).
     fn account_view(
         &self,
         tenant_id: &TenantId,
         person_id: &str,
+        obj: Option<crate::domain::StoredObject>,
     ) -> Result<Option<Account>, DomainError> {
         let Ok((tenant, _)) = self.active_tenant(tenant_id) else {
             return Ok(None);
         };
-        let Some(obj) = self.store.get(tenant_id, Kind::Person, person_id)? else {
-            return Ok(None);
+        let obj = match obj {
+            Some(o) => o,
+            None => match self.store.get(tenant_id, Kind::Person, person_id)? {
+                Some(o) => o,
+                None => return Ok(None),
+            },
         };
         let Entity::Person(person) = obj.entity else {
             return Ok(None);

@@ -377,3 +377,21 @@ async fn sled_store_keeps_data_across_reopen() {
         "sequence numbers grow across restarts"
     );
 }
+
+#[tokio::test]
+async fn sled_store_closes_with_unawaited_durability_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = t("a");
+    let s = super::sled_kv::SledStore::open_dir(dir.path()).unwrap();
+    let c = s
+        .write(&a, Kind::Person, "p1", &ev(), &mut |_| {
+            Ok(Decision::Put(Box::new(person(&a, "p1", "x@k.se", None))))
+        })
+        .unwrap();
+    // Closing must not wait for a handle nobody awaited (it would hang forever).
+    drop(s);
+    assert!(c.durable.wait().await.is_err(), "the flusher is gone");
+    // The final flush at close kept the write.
+    let s = super::sled_kv::SledStore::open_dir(dir.path()).unwrap();
+    assert!(s.get(&a, Kind::Person, "p1").unwrap().is_some());
+}

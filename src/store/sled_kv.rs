@@ -3,7 +3,7 @@
 //! every writer that queued while a flush was running shares the next one.
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
 use tokio::sync::oneshot;
@@ -15,7 +15,10 @@ type Waiter = oneshot::Sender<Result<(), String>>;
 
 pub struct SledKv {
     db: sled::Db,
-    flush_requests: Option<mpsc::Sender<Waiter>>,
+    /// The only sender of the flusher's channel. Durability handles share it (not a clone
+    /// of the sender), so taking it out at drop closes the channel even while handles
+    /// that were never awaited are still alive.
+    flush_requests: Arc<Mutex<Option<mpsc::Sender<Waiter>>>>,
     flusher: Option<thread::JoinHandle<()>>,
 }
 
@@ -23,7 +26,10 @@ impl Drop for SledKv {
     fn drop(&mut self) {
         // Closing the channel ends the flush thread; joining it releases its handle on the
         // database so the directory can be opened again at once.
-        self.flush_requests.take();
+        self.flush_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(h) = self.flusher.take() {
             let _ = h.join();
         }
@@ -65,7 +71,7 @@ impl SledKv {
             .map_err(|e| StoreError::Io(e.to_string()))?;
         Ok(Self {
             db,
-            flush_requests: Some(tx),
+            flush_requests: Arc::new(Mutex::new(Some(tx))),
             flusher: Some(handle),
         })
     }
@@ -146,15 +152,20 @@ impl Kv for SledKv {
     }
 
     fn durable(&self) -> Durable {
-        let (tx, rx) = oneshot::channel();
-        if self
-            .flush_requests
-            .as_ref()
-            .is_none_or(|s| s.send(tx).is_err())
-        {
-            return Durable::pending(async { Err(StoreError::Io("flush thread stopped".into())) });
-        }
+        // The flush is requested when the handle is first awaited, not now: a writer that
+        // never waits (a bulk load that waits once per chunk) costs the flusher nothing,
+        // and a flush requested later still starts after this batch was applied.
+        let requests = self.flush_requests.clone();
         Durable::pending(async move {
+            let (tx, rx) = oneshot::channel();
+            let sent = requests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|s| s.send(tx).is_ok());
+            if !sent {
+                return Err(StoreError::Io("flush thread stopped".into()));
+            }
             match rx.await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(StoreError::Io(e)),

@@ -4,6 +4,8 @@
 //! ```text
 //! cargo bench --bench skolgrind-bench -- egil [--pupils N] [--staff N] [--groups N]
 //!     [--activities N] [--connections N] [--baseline-seconds S] [--quick]
+//! cargo bench --bench skolgrind-bench -- login [--persons N] [--tenants N]
+//!     [--connections N] [--seconds S] [--cache-mb M] [--quick]
 //! cargo bench --bench skolgrind-bench -- flood [--seconds S] [--quota N]
 //! ```
 //!
@@ -666,6 +668,10 @@ fn round(rt: &Runtime, town: &Arc<Municipality>, connections: usize, limit: Opti
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "login") {
+        login_storm::main();
+        return;
+    }
     if args.iter().any(|a| a == "ss12000") {
         ss12000::main(&args);
         return;
@@ -1381,6 +1387,541 @@ mod ss12000 {
             "  ratio    : accept throughput {:.2} x baseline; end-to-end (durable, processed) throughput {:.3} x baseline",
             (urls.len() as f64 / accept_time.as_secs_f64()) / (bl_urls.len() as f64 / bl_time.as_secs_f64()),
             (urls.len() as f64 / e2e.as_secs_f64()) / (bl_urls.len() as f64 / bl_time.as_secs_f64()),
+        );
+    }
+}
+
+/// The login storm: N persons across T tenants are loaded straight into a sled store
+/// (through `Store::write`, the same path and indexes as provisioning, waiting for
+/// durability once per chunk), then 64 connections resolve random EPPNs through
+/// `POST /login/v1/resolve` for a fixed time. The same clients then send the same request
+/// to a hello-world actix handler for the same time; the ratio compares the two. RSS is
+/// the whole bench process (server, store cache, clients) from `/proc/self/status`.
+mod login_storm {
+    use super::*;
+    use skolgrind::domain::model::{
+        Activity, Duty, Enrolment, Entity, Group, Meta, OrgType, OrgUnit, Person,
+    };
+    use skolgrind::domain::{
+        LoginBinding, Product, ProductId, Protocol, StoredObject, Tenant, TenantId,
+    };
+    use skolgrind::store::{Decision, Store, WriteEvent};
+
+    const USAGE: &str = "usage: cargo bench --bench skolgrind-bench -- login [--persons N] \
+[--tenants N] [--connections N] [--seconds S] [--cache-mb M] [--quick]";
+    const PRODUCT_KEY: &str = "bench-product-key";
+    const CHUNK: usize = 20_000;
+
+    struct Opts {
+        persons: usize,
+        tenants: usize,
+        connections: usize,
+        seconds: f64,
+        cache_mb: u64,
+    }
+
+    fn parse() -> Result<Opts, String> {
+        let mut o = Opts {
+            persons: 1_000_000,
+            tenants: 50,
+            connections: 64,
+            seconds: 10.0,
+            cache_mb: 128,
+        };
+        let mut quick = false;
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+            match arg.as_str() {
+                "login" | "--bench" => {}
+                "--quick" => quick = true,
+                "--persons" => o.persons = count(&arg, &value()?)?,
+                "--tenants" => o.tenants = count(&arg, &value()?)?,
+                "--connections" => o.connections = count(&arg, &value()?)?,
+                "--cache-mb" => o.cache_mb = count(&arg, &value()?)? as u64,
+                "--seconds" => {
+                    let v = value()?;
+                    o.seconds = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|s| s.is_finite() && *s > 0.0)
+                        .ok_or(format!("{arg}: {v:?} is not a positive number"))?;
+                }
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        if quick {
+            o.persons = (o.persons / QUICK_DIVISOR).max(o.tenants);
+            o.seconds = o.seconds.min(5.0);
+        }
+        Ok(o)
+    }
+
+    fn tenant_id(t: usize) -> TenantId {
+        TenantId::parse(&format!("t{t:02}")).unwrap()
+    }
+
+    fn eppn(t: usize, i: usize) -> String {
+        format!("p{i}@t{t:02}.bench.example")
+    }
+
+    fn id(kind: u8, i: usize) -> String {
+        Uuid::from_u128((u128::from(kind) << 96) | (0x4000 << 64) | (0x8000 << 48) | i as u128)
+            .hyphenated()
+            .to_string()
+    }
+
+    /// RSS and peak RSS of this process in MB.
+    fn rss_mb() -> (f64, f64) {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .map_or(0.0, |kb| kb / 1024.0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Loads one tenant: school units, pupils (90 %) in groups of 25 with one activity
+    /// per group (every tenth with a parent activity), staff with one teaching duty each.
+    fn load_tenant(store: &dyn Store, t: usize, persons: usize) -> usize {
+        let tenant = tenant_id(t);
+        let now = chrono::Utc::now();
+        let ev = WriteEvent {
+            protocol: Protocol::EgilScim,
+            credential: "bench".into(),
+            at: now,
+        };
+        let mut written = 0usize;
+        let mut last = None;
+        let mut put = |oid: String, entity: Entity, raw: String| {
+            let kind = entity.kind();
+            let mut obj = Some(StoredObject {
+                tenant: tenant.clone(),
+                id: oid.clone(),
+                entity,
+                meta: Meta {
+                    created: now,
+                    last_modified: now,
+                    version: 1,
+                    protocol: Protocol::EgilScim,
+                    credential: "bench".into(),
+                },
+                raw,
+                flags: vec![],
+            });
+            let c = store
+                .write(&tenant, kind, &oid, &ev, &mut |_| {
+                    Ok(Decision::Put(Box::new(obj.take().unwrap())))
+                })
+                .unwrap();
+            written += 1;
+            if written.is_multiple_of(CHUNK) {
+                futures_block_on(c.durable);
+            } else {
+                last = Some(c.durable);
+            }
+        };
+        let pupils = persons * 9 / 10;
+        let staff = persons - pupils;
+        let units = (pupils / PUPILS_PER_SCHOOL_UNIT).max(1);
+        for u in 0..units {
+            let raw = format!(
+                r#"{{"externalId":"{}","displayName":"Skola {u}","schoolUnitCode":"{:08}"}}"#,
+                id(3, u),
+                10_000_000 + u
+            );
+            put(
+                id(3, u),
+                Entity::OrgUnit(OrgUnit {
+                    org_type: OrgType::SchoolUnit,
+                    display_name: format!("Skola {u}"),
+                    school_unit_code: Some(format!("{:08}", 10_000_000 + u)),
+                    municipality_code: None,
+                    parent: None,
+                    organisation: None,
+                    school_types: vec!["GR".into()],
+                }),
+                raw,
+            );
+        }
+        for i in 0..persons {
+            let pupil = i < pupils;
+            let e = eppn(t, i);
+            let unit = if pupil {
+                i * units / pupils.max(1)
+            } else {
+                i % units
+            };
+            let raw = format!(
+                r#"{{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User","urn:scim:schemas:extension:sis:school:1.0:User"],"externalId":"{}","userName":"{e}","displayName":"Person {i}","name":{{"familyName":"Efternamn","givenName":"Person"}},"emails":[{{"value":"{e}"}}],"urn:scim:schemas:extension:sis:school:1.0:User":{{"enrolments":[{{"value":"{}","schoolYear":6,"schoolType":"GR"}}]}}}}"#,
+                id(4, i),
+                id(3, unit)
+            );
+            put(
+                id(4, i),
+                Entity::Person(Person {
+                    given_name: Some("Person".into()),
+                    family_name: Some("Efternamn".into()),
+                    display_name: Some(format!("Person {i}")),
+                    eppns: vec![e.clone()],
+                    civic_no: None,
+                    emails: vec![skolgrind::domain::model::Email {
+                        value: e,
+                        kind: None,
+                    }],
+                    security_marking: None,
+                    external_identifiers: vec![],
+                    enrolments: if pupil {
+                        vec![Enrolment {
+                            school_unit: id(3, unit),
+                            school_type: Some("GR".into()),
+                            school_year: Some(6),
+                            program_code: None,
+                        }]
+                    } else {
+                        vec![]
+                    },
+                    relations: vec![],
+                }),
+                raw,
+            );
+        }
+        for d in 0..staff {
+            put(
+                id(5, d),
+                Entity::Duty(Duty {
+                    person: Some(id(4, pupils + d)),
+                    school_unit: id(3, d % units),
+                    role: "Lärare".into(),
+                    signature: None,
+                }),
+                format!(
+                    r#"{{"externalId":"{}","employmentRole":"Lärare"}}"#,
+                    id(5, d)
+                ),
+            );
+        }
+        let groups = pupils.div_ceil(GROUP_SIZE);
+        for g in 0..groups {
+            let members: Vec<String> = (g * GROUP_SIZE..((g + 1) * GROUP_SIZE).min(pupils))
+                .map(|p| id(4, p))
+                .collect();
+            put(
+                id(6, g),
+                Entity::Group(Group {
+                    display_name: format!("Grupp {g}"),
+                    group_type: Some("Undervisning".into()),
+                    school_type: Some("GR".into()),
+                    owner: id(3, g * GROUP_SIZE * units / pupils.max(1)),
+                    members,
+                }),
+                format!(
+                    r#"{{"externalId":"{}","displayName":"Grupp {g}"}}"#,
+                    id(6, g)
+                ),
+            );
+            put(
+                id(7, g),
+                Entity::Activity(Activity {
+                    display_name: format!("Grupp {g}-Activity"),
+                    activity_type: None,
+                    owner: id(3, g * GROUP_SIZE * units / pupils.max(1)),
+                    groups: vec![id(6, g)],
+                    teachers: if staff > 0 {
+                        vec![id(5, g % staff)]
+                    } else {
+                        vec![]
+                    },
+                    parent_activities: if g % 10 == 9 {
+                        vec!["b229977a-7bd3-58ad-b7a2-3fdc774840fd".into()]
+                    } else {
+                        vec![]
+                    },
+                }),
+                format!(
+                    r#"{{"externalId":"{}","displayName":"Grupp {g}-Activity"}}"#,
+                    id(7, g)
+                ),
+            );
+        }
+        if let Some(d) = last {
+            futures_block_on(d);
+        }
+        written
+    }
+
+    fn futures_block_on(d: skolgrind::store::Durable) {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(d.wait())
+            .unwrap();
+    }
+
+    fn runtime_config(data: &Path, tenants: usize) -> skolgrind::config::Runtime {
+        let mut cfg = config::load_defaults(API_KEY).unwrap();
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.data_dir = data.to_path_buf();
+        cfg.workers = Some(SERVER_WORKERS);
+        cfg.tenants = (0..tenants)
+            .map(|t| {
+                Arc::new(Tenant {
+                    id: tenant_id(t),
+                    name: format!("Kommun {t}"),
+                    organisation_number: None,
+                    eppn_scopes: vec![format!("t{t:02}.bench.example")],
+                    civic_no_policy: skolgrind::domain::CivicNoPolicy::Warn,
+                    ss12000_profile: Default::default(),
+                })
+            })
+            .collect();
+        cfg.login_bindings = (0..tenants)
+            .map(|t| {
+                (
+                    tenant_id(t),
+                    LoginBinding {
+                        idp_entity_ids: vec![format!("https://idp.t{t:02}.example")],
+                        civic_no_second_factor: false,
+                    },
+                )
+            })
+            .collect();
+        let product = ProductId::parse("bench").unwrap();
+        cfg.products = vec![Arc::new(Product {
+            id: product.clone(),
+            name: "Bench".into(),
+        })];
+        cfg.api_keys = vec![skolgrind::auth::api_key::ApiKey {
+            owner: skolgrind::auth::api_key::KeyOwner::Product(product),
+            hash: skolgrind::auth::api_key::parse_hash(&skolgrind::auth::api_key::hash_for_config(
+                PRODUCT_KEY,
+            ))
+            .unwrap(),
+            label: "1".into(),
+            expires: None,
+        }];
+        cfg
+    }
+
+    /// A hello-world actix server (same workers) answering the same POST with `{}`.
+    fn baseline() -> Running {
+        async fn hello(_body: Bytes) -> HttpResponse {
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body("{}")
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server =
+            HttpServer::new(|| App::new().route("/login/v1/resolve", web::post().to(hello)))
+                .workers(SERVER_WORKERS)
+                .listen_auto_h2c(listener)
+                .unwrap()
+                .run();
+        Running::start(server, addr)
+    }
+
+    struct StormTally {
+        latencies: Vec<Duration>,
+        failures: usize,
+        first_failure: Option<String>,
+    }
+
+    async fn storm_worker(
+        client: reqwest::Client,
+        url: String,
+        tenants: usize,
+        per_tenant: usize,
+        check: bool,
+        stop: Instant,
+        seed: u64,
+    ) -> StormTally {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut tally = StormTally {
+            latencies: Vec::with_capacity(1 << 16),
+            failures: 0,
+            first_failure: None,
+        };
+        while Instant::now() < stop {
+            let t = rng.random_range(0..tenants);
+            let i = rng.random_range(0..per_tenant);
+            let body = format!(
+                r#"{{"eppn":"{}","idp_entity_id":"https://idp.t{t:02}.example"}}"#,
+                eppn(t, i).to_uppercase()
+            );
+            let start = Instant::now();
+            let res = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("x-api-key", PRODUCT_KEY)
+                .body(body)
+                .send()
+                .await;
+            let answer = match res {
+                Ok(r) => {
+                    let st = r.status();
+                    r.text().await.map(|b| (st, b))
+                }
+                Err(e) => Err(e),
+            };
+            tally.latencies.push(start.elapsed());
+            let ok = match &answer {
+                Ok((st, b)) => {
+                    *st == reqwest::StatusCode::OK
+                        && (!check || b.contains(&format!(r#""tenant_id":"t{t:02}""#)))
+                }
+                Err(_) => false,
+            };
+            if !ok {
+                tally.failures += 1;
+                if tally.first_failure.is_none() {
+                    tally.first_failure = Some(match answer {
+                        Ok((st, b)) => format!("{st}: {}", b.chars().take(200).collect::<String>()),
+                        Err(e) => e.to_string(),
+                    });
+                }
+            }
+        }
+        tally
+    }
+
+    fn storm(
+        rt: &Runtime,
+        base: &str,
+        o: &Opts,
+        per_tenant: usize,
+        check: bool,
+    ) -> (Vec<Duration>, usize, Option<String>, Duration) {
+        let url = format!("{base}/login/v1/resolve");
+        let start = Instant::now();
+        let stop = start + Duration::from_secs_f64(o.seconds);
+        let (mut lat, mut fails, mut first) = (Vec::new(), 0, None);
+        rt.block_on(async {
+            let workers: Vec<_> = (0..o.connections)
+                .map(|w| {
+                    let client = reqwest::Client::builder()
+                        .http1_only()
+                        .pool_max_idle_per_host(1)
+                        .no_proxy()
+                        .build()
+                        .unwrap();
+                    tokio::spawn(storm_worker(
+                        client,
+                        url.clone(),
+                        o.tenants,
+                        per_tenant,
+                        check,
+                        stop,
+                        w as u64 + 1,
+                    ))
+                })
+                .collect();
+            for w in workers {
+                let t = w.await.unwrap();
+                lat.extend(t.latencies);
+                fails += t.failures;
+                if first.is_none() {
+                    first = t.first_failure;
+                }
+            }
+        });
+        lat.sort_unstable();
+        (lat, fails, first, start.elapsed())
+    }
+
+    pub fn main() {
+        let o = parse().unwrap_or_else(|e| {
+            eprintln!("{e}\n{USAGE}");
+            std::process::exit(2)
+        });
+        let per_tenant = o.persons / o.tenants;
+        let data = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let store = skolgrind::store::sled_kv::SledStore::open_dir_with_cache(
+            data.path(),
+            o.cache_mb * 1024 * 1024,
+        )
+        .unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let mut objects = 0;
+        for t in 0..o.tenants {
+            objects += load_tenant(&*store, t, per_tenant);
+        }
+        let load_time = started.elapsed();
+        let (rss_loaded, _) = rss_mb();
+        println!(
+            "login storm: {} persons across {} tenants ({} objects with groups, activities, duties, school units) loaded in {:.1} s ({} objects/s), sled cache {} MB, RSS {:.0} MB",
+            grouped(per_tenant * o.tenants), o.tenants, grouped(objects), load_time.as_secs_f64(),
+            grouped((objects as f64 / load_time.as_secs_f64()) as usize), o.cache_mb, rss_loaded
+        );
+
+        let cfg = runtime_config(data.path(), o.tenants);
+        let state = skolgrind::app::state_with_store(&cfg, store).unwrap();
+        // The domain's share: resolves called in-process on one thread, no HTTP.
+        {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+            let n = 20_000;
+            let start = Instant::now();
+            for _ in 0..n {
+                let t = rng.random_range(0..o.tenants);
+                let q = skolgrind::domain::login::LoginQuery {
+                    eppn: Some(eppn(t, rng.random_range(0..per_tenant))),
+                    ..Default::default()
+                };
+                let r = state.login.resolve(&q).unwrap();
+                assert!(matches!(r, skolgrind::domain::login::Resolution::Found(_)));
+            }
+            let per = start.elapsed() / n;
+            println!(
+                "  in-process resolve (domain + store, one thread): {:.1} µs each",
+                per.as_secs_f64() * 1e6
+            );
+        }
+        let (server, addr) = skolgrind::app::bind(&cfg, state).unwrap();
+        let server = Running::start(server, addr);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (sk, sk_fail, sk_first, sk_time) = storm(&rt, &server.base, &o, per_tenant, true);
+        let (rss, hwm) = rss_mb();
+        server.stop(&rt);
+
+        let server = baseline();
+        let (bl, bl_fail, bl_first, bl_time) = storm(&rt, &server.base, &o, per_tenant, false);
+        server.stop(&rt);
+
+        let rate = |n: usize, d: Duration| n as f64 / d.as_secs_f64();
+        let (skr, blr) = (rate(sk.len(), sk_time), rate(bl.len(), bl_time));
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "  {} connections, {:.0} s each, random EPPNs in upper case with the tenant's IdP",
+            o.connections, o.seconds
+        );
+        println!(
+            "  skolgrind: {} resolves/s  p50 {:.2} ms  p99 {:.2} ms  ({} resolves, each checked for the right tenant)",
+            grouped(skr.round() as usize), ms(percentile(&sk, 0.5)), ms(percentile(&sk, 0.99)), grouped(sk.len())
+        );
+        if let Some(f) = sk_first {
+            println!("  skolgrind: {} failed; first: {f}", grouped(sk_fail));
+        }
+        println!(
+            "  baseline : {} req/s  p50 {:.2} ms  p99 {:.2} ms  (hello-world actix handler, same clients)",
+            grouped(blr.round() as usize), ms(percentile(&bl, 0.5)), ms(percentile(&bl, 0.99))
+        );
+        if let Some(f) = bl_first {
+            println!("  baseline : {} failed; first: {f}", grouped(bl_fail));
+        }
+        println!("  ratio    : {:.2} x baseline throughput", skr / blr);
+        println!(
+            "  RSS      : {rss:.0} MB after the storm (peak {hwm:.0} MB), whole bench process"
         );
     }
 }

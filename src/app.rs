@@ -10,7 +10,7 @@ use crate::auth::api_key::ApiKeys;
 use crate::auth::{Authenticator, Mechanism, Trust};
 use crate::config::Runtime;
 use crate::domain::jobs::Jobs;
-use crate::domain::{Controls, Provisioning};
+use crate::domain::{Controls, LoginService, Provisioning};
 use crate::http::{access_log, admin, configure, guard, tls, AppState};
 use crate::protocol::egil::EgilAdapter;
 use crate::protocol::ss12000::{self, Ss12000Adapter};
@@ -21,7 +21,7 @@ use crate::store::Store;
 pub fn build_state(rt: &Runtime) -> Result<Arc<AppState>, String> {
     std::fs::create_dir_all(&rt.data_dir)
         .map_err(|e| format!("server.data_dir {}: {e}", rt.data_dir.display()))?;
-    let store = SledStore::open_dir(&rt.data_dir).map_err(|e| {
+    let store = SledStore::open_dir_with_cache(&rt.data_dir, rt.cache_bytes).map_err(|e| {
         format!(
             "server.data_dir {}: cannot open the store: {e}",
             rt.data_dir.display()
@@ -36,13 +36,25 @@ pub fn state_with_store(rt: &Runtime, store: Arc<dyn Store>) -> Result<Arc<AppSt
     let (trust, more) = Trust::build(&rt.auth, tls::provider())?;
     let mut mechanisms: Vec<Box<dyn Mechanism>> = vec![Box::new(ApiKeys::new(rt.api_keys.clone()))];
     mechanisms.extend(more);
-    let auth = Authenticator::new(rt.tenants.clone(), mechanisms);
+    let auth =
+        Authenticator::new(rt.tenants.clone(), mechanisms).with_products(rt.products.clone());
     let tenant_ids: Vec<_> = rt.tenants.iter().map(|t| t.id.clone()).collect();
     let controls = Controls::load(store.clone(), &tenant_ids)
         .map_err(|e| format!("loading operator controls: {e}"))?;
     let controls = Arc::new(controls);
     let ss12000 = ss12000_adapter(rt, &store, &controls)?;
+    let bindings: std::collections::HashMap<_, _> = rt.login_bindings.iter().cloned().collect();
+    let login = LoginService::new(
+        store.clone(),
+        controls.clone(),
+        rt.tenants
+            .iter()
+            .map(|t| (t.clone(), bindings.get(&t.id).cloned().unwrap_or_default()))
+            .collect(),
+        rt.shared_scopes.clone(),
+    );
     Ok(Arc::new(AppState {
+        login,
         provisioning: Provisioning::new(store, controls),
         auth,
         egil: EgilAdapter::new()?,

@@ -13,8 +13,10 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
 
-use crate::auth::api_key::{hash_for_config, parse_hash, ApiKey};
-use crate::domain::{CivicNoPolicy, Ss12000Profile, Tenant, TenantId};
+use crate::auth::api_key::{hash_for_config, parse_hash, ApiKey, KeyOwner};
+use crate::domain::{
+    CivicNoPolicy, LoginBinding, Product, ProductId, Ss12000Profile, Tenant, TenantId,
+};
 
 /// The only config format version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
@@ -60,6 +62,49 @@ pub struct Config {
     /// Trusted JWT issuers (`[[jwt_issuers]]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jwt_issuers: Vec<crate::auth::config::JwtIssuerConfig>,
+    /// The supplier's products that call the login API (`/login/v1`).
+    #[serde(default)]
+    #[validate(nested)]
+    pub products: Vec<ProductConfig>,
+    #[serde(default)]
+    #[validate(nested)]
+    pub login: LoginConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct ProductConfig {
+    /// Stable product id, `[a-z0-9-]+` (its own namespace, apart from tenant ids).
+    #[validate(custom(function = "check_tenant_id"))]
+    pub id: String,
+    #[validate(length(min = 1, max = 200))]
+    pub name: String,
+    /// API keys, in the same forms as a tenant's.
+    #[serde(default)]
+    #[validate(custom(function = "check_api_keys"))]
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct LoginConfig {
+    /// EPPN scopes shared by many school owners (eduID): such EPPNs never match by scope,
+    /// only through a person's external identifier with its context.
+    #[serde(default = "default_shared_scopes")]
+    #[validate(custom(function = "check_scopes"))]
+    pub shared_scopes: Vec<String>,
+}
+
+fn default_shared_scopes() -> Vec<String> {
+    vec!["eduid.se".into()]
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        Self {
+            shared_scopes: default_shared_scopes(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Validate)]
@@ -79,6 +124,10 @@ pub struct ServerConfig {
     #[serde(default)]
     #[validate(range(min = 1, max = 256))]
     pub workers: Option<usize>,
+    /// The store's page cache in MiB (default 256): most of the memory the server uses.
+    #[serde(default)]
+    #[validate(range(min = 8, max = 65536))]
+    pub cache_mb: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Validate)]
@@ -195,6 +244,26 @@ pub struct TenantConfig {
     /// SS12000:2020 push validation profile: `generic` (default) or `dnp`.
     #[serde(default)]
     pub ss12000_profile: Ss12000Profile,
+    /// The Skolfederation identity providers (SAML entity IDs) of this school owner; a
+    /// login asserted by another IdP never resolves to this tenant's people.
+    #[serde(default)]
+    #[validate(custom(function = "check_entity_ids"))]
+    pub idp_entity_ids: Vec<String>,
+    /// Check a civic number sent with a login as a second factor (off by default).
+    #[serde(default)]
+    pub login_civic_no_check: bool,
+}
+
+fn check_entity_ids(ids: &[String]) -> Result<(), ValidationError> {
+    for (i, s) in ids.iter().enumerate() {
+        if s.is_empty() || s.len() > 1024 || s.contains(char::is_whitespace) {
+            return Err(err(
+                "entity_id",
+                format!("[{i}]: expected an entity ID (a URI without spaces)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -317,6 +386,8 @@ pub struct Runtime {
     pub data_dir: PathBuf,
     pub public_base_url: Option<String>,
     pub workers: Option<usize>,
+    /// The store's page cache in bytes.
+    pub cache_bytes: u64,
     pub max_body_bytes: usize,
     pub log: LogConfig,
     pub tenants: Vec<Arc<Tenant>>,
@@ -326,6 +397,10 @@ pub struct Runtime {
     /// TLS, federated TLS and JWT settings.
     pub auth: crate::auth::config::AuthRuntime,
     pub ss12000: Ss12000Config,
+    pub products: Vec<Arc<Product>>,
+    /// Each tenant's login binding (identity providers, civic-number second factor).
+    pub login_bindings: Vec<(crate::domain::TenantId, LoginBinding)>,
+    pub shared_scopes: Vec<String>,
 }
 
 /// Why a configuration was refused: one line per problem, each naming its key.
@@ -343,6 +418,7 @@ pub fn embedded_defaults(demo_key: &str) -> Config {
             data_dir: PathBuf::from("./skolgrind-data"),
             public_base_url: None,
             workers: None,
+            cache_mb: None,
         },
         limits: LimitsConfig::default(),
         log: LogConfig::default(),
@@ -356,6 +432,8 @@ pub fn embedded_defaults(demo_key: &str) -> Config {
             civic_no_check: CivicNoPolicy::Warn,
             auth: Default::default(),
             ss12000_profile: Ss12000Profile::Generic,
+            idp_entity_ids: Vec::new(),
+            login_civic_no_check: false,
         }],
         admin: Default::default(),
         rate_limits: Default::default(),
@@ -364,6 +442,8 @@ pub fn embedded_defaults(demo_key: &str) -> Config {
         tls: None,
         federation: None,
         jwt_issuers: Vec::new(),
+        products: Vec::new(),
+        login: LoginConfig::default(),
     }
 }
 
@@ -490,24 +570,31 @@ fn to_runtime(cfg: Config) -> Result<Runtime, ConfigError> {
     .map_err(ConfigError)?;
     let mut tenants = Vec::new();
     let mut api_keys = Vec::new();
+    let mut login_bindings = Vec::new();
+    let mut idp_owner: std::collections::HashMap<String, String> = Default::default();
     for (ti, t) in cfg.tenants.into_iter().enumerate() {
         let id = TenantId::parse(&t.id)
             .map_err(|m| ConfigError(vec![format!("tenants[{ti}].id: {m}")]))?;
-        for (i, k) in t.api_keys.iter().enumerate() {
-            let hash = parse_hash(k.hash()).ok_or_else(|| {
-                ConfigError(vec![format!("tenants[{ti}].api_keys[{i}]: bad hash")])
-            })?;
-            let (expires, label) = match k {
-                ApiKeyConfig::Hash(_) => (None, None),
-                ApiKeyConfig::Detailed { expires, label, .. } => (*expires, label.clone()),
-            };
-            api_keys.push(ApiKey {
-                tenant: id.clone(),
-                hash,
-                label: label.unwrap_or_else(|| (i + 1).to_string()),
-                expires,
-            });
+        push_keys(
+            &mut api_keys,
+            &t.api_keys,
+            KeyOwner::Tenant(id.clone()),
+            &format!("tenants[{ti}]"),
+        )?;
+        for (i, idp) in t.idp_entity_ids.iter().enumerate() {
+            if let Some(other) = idp_owner.insert(idp.clone(), t.id.clone()) {
+                return Err(ConfigError(vec![format!(
+                    "tenants[{ti}].idp_entity_ids[{i}]: already bound to tenant '{other}' (an identity provider belongs to one school owner)"
+                )]));
+            }
         }
+        login_bindings.push((
+            id.clone(),
+            LoginBinding {
+                idp_entity_ids: t.idp_entity_ids,
+                civic_no_second_factor: t.login_civic_no_check,
+            },
+        ));
         tenants.push(Arc::new(Tenant {
             id,
             name: t.name,
@@ -521,12 +608,39 @@ fn to_runtime(cfg: Config) -> Result<Runtime, ConfigError> {
     let ops =
         crate::ops::config::to_runtime(&cfg.admin, &cfg.rate_limits, &cfg.load, &cfg.audit, &ids)
             .map_err(ConfigError)?;
+    let mut products = Vec::new();
+    let mut seen = HashSet::new();
+    for (pi, p) in cfg.products.into_iter().enumerate() {
+        let id = ProductId::parse(&p.id)
+            .map_err(|m| ConfigError(vec![format!("products[{pi}].id: {m}")]))?;
+        if !seen.insert(id.clone()) {
+            return Err(ConfigError(vec![format!(
+                "products[{pi}].id: product id '{id}' appears more than once"
+            )]));
+        }
+        push_keys(
+            &mut api_keys,
+            &p.api_keys,
+            KeyOwner::Product(id.clone()),
+            &format!("products[{pi}]"),
+        )?;
+        products.push(Arc::new(Product { id, name: p.name }));
+    }
     Ok(Runtime {
         ops,
+        products,
+        login_bindings,
+        shared_scopes: cfg.login.shared_scopes,
         listen,
         data_dir: cfg.server.data_dir,
         public_base_url: cfg.server.public_base_url,
         workers: cfg.server.workers,
+        cache_bytes: cfg
+            .server
+            .cache_mb
+            .map_or(crate::store::sled_kv::DEFAULT_CACHE_BYTES, |m| {
+                m * 1024 * 1024
+            }),
         max_body_bytes: cfg.limits.max_body_bytes,
         log: cfg.log,
         tenants,
@@ -534,6 +648,34 @@ fn to_runtime(cfg: Config) -> Result<Runtime, ConfigError> {
         auth,
         ss12000: cfg.ss12000,
     })
+}
+
+fn push_keys(
+    out: &mut Vec<ApiKey>,
+    keys: &[ApiKeyConfig],
+    owner: KeyOwner,
+    at: &str,
+) -> Result<(), ConfigError> {
+    for (i, k) in keys.iter().enumerate() {
+        let hash = parse_hash(k.hash())
+            .ok_or_else(|| ConfigError(vec![format!("{at}.api_keys[{i}]: bad hash")]))?;
+        if out.iter().any(|o| o.hash == hash && o.owner != owner) {
+            return Err(ConfigError(vec![format!(
+                "{at}.api_keys[{i}]: this key is already another tenant's or product's (a key has one owner)"
+            )]));
+        }
+        let (expires, label) = match k {
+            ApiKeyConfig::Hash(_) => (None, None),
+            ApiKeyConfig::Detailed { expires, label, .. } => (*expires, label.clone()),
+        };
+        out.push(ApiKey {
+            owner: owner.clone(),
+            hash,
+            label: label.unwrap_or_else(|| (i + 1).to_string()),
+            expires,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -623,6 +765,49 @@ api_keys = ["sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527
             (
                 GOOD.replace("[server]", "[ss12000]\njob_concurrency = 0\n[server]"),
                 "ss12000.job_concurrency: must be between 1 and 1024",
+            ),
+        ];
+        for (toml, expected) in cases {
+            let e = load(&toml).unwrap_err().to_string();
+            assert!(e.contains(expected), "expected {expected:?} in {e:?}");
+        }
+    }
+
+    #[test]
+    fn products_and_login_bindings() {
+        let toml = format!(
+            "{GOOD}idp_entity_ids = [\"https://idp.kommunen.se\"]\nlogin_civic_no_check = true\n\n[[products]]\nid = \"prov\"\nname = \"Prov\"\napi_keys = [\"{}\"]\n",
+            hash_for_config("product-key")
+        );
+        let r = load(&toml).unwrap();
+        assert_eq!(r.products.len(), 1);
+        assert_eq!(r.api_keys.len(), 3);
+        assert_eq!(
+            r.api_keys[2].owner,
+            KeyOwner::Product(ProductId::parse("prov").unwrap())
+        );
+        assert_eq!(
+            r.login_bindings[0].1.idp_entity_ids,
+            vec!["https://idp.kommunen.se"]
+        );
+        assert!(r.login_bindings[0].1.civic_no_second_factor);
+        assert_eq!(r.shared_scopes, vec!["eduid.se"]);
+        let cases = [
+            (
+                format!("{toml}\n[[tenants]]\nid = \"b\"\nname = \"B\"\nidp_entity_ids = [\"https://idp.kommunen.se\"]\n"),
+                "tenants[1].idp_entity_ids[0]: already bound to tenant 'kommunen'",
+            ),
+            (
+                toml.replace(&hash_for_config("product-key"), "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"),
+                "products[0].api_keys[0]: this key is already another tenant's or product's",
+            ),
+            (
+                toml.replace("id = \"prov\"", "id = \"Prov\""),
+                "products[0].id: a tenant id is",
+            ),
+            (
+                format!("{toml}\n[login]\nshared_scopes = [\"Bad Scope\"]\n"),
+                "login.shared_scopes[0]: expected a lower-case domain",
             ),
         ];
         for (toml, expected) in cases {

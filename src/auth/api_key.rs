@@ -1,14 +1,15 @@
 //! API keys: only SHA-256 hashes are configured; a presented key is hashed and compared
 //! in constant time with every configured hash (no early exit, so timing does not tell
 //! which or whether a key matched). Several keys per tenant allow rotation; each may have
-//! an expiry date.
+//! an expiry date. The same table holds the keys of school owners (provisioning) and of
+//! the supplier's products (login API); the owner of the matching key says which.
 
 use chrono::NaiveDate;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use super::{Credentials, Mechanism, Outcome};
-use crate::domain::TenantId;
+use crate::domain::{ProductId, TenantId};
 
 /// The config form of a key hash: `sha256:<64 hex digits>`.
 pub fn hash_for_config(key: &str) -> String {
@@ -23,9 +24,25 @@ pub fn parse_hash(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// Whose key it is: a school owner's (provisioning) or a product's (login API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOwner {
+    Tenant(TenantId),
+    Product(ProductId),
+}
+
+impl std::fmt::Display for KeyOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyOwner::Tenant(t) => write!(f, "{t}"),
+            KeyOwner::Product(p) => write!(f, "product:{p}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ApiKey {
-    pub tenant: TenantId,
+    pub owner: KeyOwner,
     pub hash: [u8; 32],
     pub label: String,
     pub expires: Option<NaiveDate>,
@@ -61,12 +78,19 @@ impl Mechanism for ApiKeys {
             return Outcome::Refused;
         };
         if k.expires.is_some_and(|e| today > e) {
-            tracing::warn!(tenant = %k.tenant, key = %k.label, "expired API key presented");
+            tracing::warn!(owner = %k.owner, key = %k.label, "expired API key presented");
             return Outcome::Refused;
         }
-        Outcome::Accepted {
-            tenant: k.tenant.clone(),
-            credential: format!("api-key:{}#{}", k.tenant, k.label),
+        let credential = format!("api-key:{}#{}", k.owner, k.label);
+        match &k.owner {
+            KeyOwner::Tenant(t) => Outcome::Accepted {
+                tenant: t.clone(),
+                credential,
+            },
+            KeyOwner::Product(p) => Outcome::AcceptedProduct {
+                product: p.clone(),
+                credential,
+            },
         }
     }
 }
@@ -76,23 +100,29 @@ mod tests {
     use super::*;
 
     fn keys() -> ApiKeys {
-        let t = |s: &str| TenantId::parse(s).unwrap();
+        let t = |s: &str| KeyOwner::Tenant(TenantId::parse(s).unwrap());
         ApiKeys::new(vec![
             ApiKey {
-                tenant: t("a"),
+                owner: t("a"),
                 hash: parse_hash(&hash_for_config("old")).unwrap(),
                 label: "1".into(),
                 expires: NaiveDate::from_ymd_opt(2026, 1, 31),
             },
             ApiKey {
-                tenant: t("a"),
+                owner: t("a"),
                 hash: parse_hash(&hash_for_config("new")).unwrap(),
                 label: "2".into(),
                 expires: None,
             },
             ApiKey {
-                tenant: t("b"),
+                owner: t("b"),
                 hash: parse_hash(&hash_for_config("bee")).unwrap(),
+                label: "1".into(),
+                expires: None,
+            },
+            ApiKey {
+                owner: KeyOwner::Product(ProductId::parse("dnp").unwrap()),
+                hash: parse_hash(&hash_for_config("prod")).unwrap(),
                 label: "1".into(),
                 expires: None,
             },
@@ -133,6 +163,10 @@ mod tests {
             tenant_of(k.authenticate(&c("bee"), day("2030-01-01"))),
             Some("b".into())
         );
+        assert!(matches!(
+            k.authenticate(&c("prod"), day("2030-01-01")),
+            Outcome::AcceptedProduct { product, .. } if product.as_str() == "dnp"
+        ));
         assert!(matches!(
             k.authenticate(&c("nope"), day("2030-01-01")),
             Outcome::Refused

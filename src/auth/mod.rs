@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 
-use crate::domain::{DomainError, Tenant, TenantId};
+use crate::domain::{DomainError, Product, ProductId, Tenant, TenantId};
 
 /// What a request presents. Filled by the HTTP layer; mechanisms never see HTTP types.
 #[derive(Debug, Default, Clone, Copy)]
@@ -39,10 +39,23 @@ pub struct Principal {
     pub credential: String,
 }
 
+/// An authenticated product of the supplier (a caller of the login API).
+#[derive(Debug, Clone)]
+pub struct ProductPrincipal {
+    pub product: Arc<Product>,
+    /// A label of the credential used (`api-key:product:dnp#1`).
+    pub credential: String,
+}
+
 pub enum Outcome {
     NotPresent,
     Accepted {
         tenant: TenantId,
+        credential: String,
+    },
+    /// A valid credential of a product (login API), not of a school owner.
+    AcceptedProduct {
+        product: ProductId,
         credential: String,
     },
     Refused,
@@ -114,6 +127,7 @@ impl Trust {
 
 pub struct Authenticator {
     tenants: HashMap<TenantId, Arc<Tenant>>,
+    products: HashMap<ProductId, Arc<Product>>,
     mechanisms: Vec<Box<dyn Mechanism>>,
 }
 
@@ -121,8 +135,49 @@ impl Authenticator {
     pub fn new(tenants: Vec<Arc<Tenant>>, mechanisms: Vec<Box<dyn Mechanism>>) -> Self {
         Self {
             tenants: tenants.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            products: HashMap::new(),
             mechanisms,
         }
+    }
+
+    /// The products whose credentials the login API accepts.
+    pub fn with_products(mut self, products: Vec<Arc<Product>>) -> Self {
+        self.products = products.into_iter().map(|p| (p.id.clone(), p)).collect();
+        self
+    }
+
+    /// The product for these credentials: `Unauthorized` for none or unknown ones,
+    /// `Forbidden` for a valid school-owner credential (the login API is for products).
+    pub fn authenticate_product(
+        &self,
+        creds: &Credentials<'_>,
+    ) -> Result<ProductPrincipal, DomainError> {
+        let today = chrono::Utc::now().date_naive();
+        for m in &self.mechanisms {
+            match m.authenticate(creds, today) {
+                Outcome::NotPresent => continue,
+                Outcome::Refused => return Err(DomainError::Unauthorized),
+                // A school owner's credential (or one that grants nothing here).
+                Outcome::Accepted { .. } | Outcome::Forbidden => {
+                    return Err(DomainError::Forbidden)
+                }
+                Outcome::AcceptedProduct {
+                    product,
+                    credential,
+                } => {
+                    let product = self
+                        .products
+                        .get(&product)
+                        .cloned()
+                        .ok_or(DomainError::Unauthorized)?;
+                    return Ok(ProductPrincipal {
+                        product,
+                        credential,
+                    });
+                }
+            }
+        }
+        Err(DomainError::Unauthorized)
     }
 
     pub fn tenant(&self, id: &TenantId) -> Option<&Arc<Tenant>> {
@@ -142,6 +197,8 @@ impl Authenticator {
                 Outcome::NotPresent => continue,
                 Outcome::Refused => return Err(DomainError::Unauthorized),
                 Outcome::Forbidden => return Err(DomainError::Forbidden),
+                // A product's credential is valid, but not for provisioning.
+                Outcome::AcceptedProduct { .. } => return Err(DomainError::Forbidden),
                 Outcome::Accepted { tenant, credential } => {
                     let tenant = self
                         .tenants

@@ -301,3 +301,22 @@ impl StoredObject {
         self.entity.kind()
     }
 }
+
+/// The namespace of gateway ids (UUIDv5). Never change it: account ids handed to products
+/// are derived from it.
+const GATEWAY_ID_NAMESPACE: uuid::Uuid = uuid::uuid!("3f6c2b1e-5a0d-4c8e-9b7f-2d4e6a8c0b19");
+
+/// The gateway's own id of an object: a UUIDv5 over tenant, kind and source id. It is
+/// stable across re-provisioning of the same source id and never equals the school owner's
+/// source UUID, so two school owners using the same source id get different gateway ids.
+pub fn gateway_id(tenant: &TenantId, kind: Kind, id: &str) -> uuid::Uuid {
+    let name = format!("{}/{}/{}", tenant, kind.as_str(), id);
+    uuid::Uuid::new_v5(&GATEWAY_ID_NAMESPACE, name.as_bytes())
+}
+
+impl Kind {
+    /// The inverse of [`Kind::as_str`].
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod body;
 pub mod egil;
 pub mod guard;
+pub mod login;
 pub mod provisioning;
 pub mod tls;
 
@@ -14,14 +15,15 @@ use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::auth::{Authenticator, Credentials, Principal};
-use crate::domain::{DomainError, Provisioning};
+use crate::auth::{Authenticator, Credentials, Principal, ProductPrincipal};
+use crate::domain::{DomainError, LoginService, Provisioning};
 use crate::protocol::egil::EgilAdapter;
 use crate::protocol::ss12000::Ss12000Adapter;
 
 /// Everything handlers need, shared by all workers.
 pub struct AppState {
     pub provisioning: Provisioning,
+    pub login: LoginService,
     pub auth: Authenticator,
     pub egil: EgilAdapter,
     pub ss12000: Ss12000Adapter,
@@ -48,15 +50,28 @@ impl AppState {
     /// Authenticates the request's credentials, then takes the call from the tenant's
     /// rate-limit quota (the single choke point: see `guard::admit`).
     pub fn authenticate(&self, req: &HttpRequest) -> Result<Principal, DomainError> {
-        let pin = req.conn_data::<tls::PeerPin>();
-        let creds = Credentials {
-            api_key: req.headers().get("x-api-key").map(|v| v.as_bytes()),
-            bearer: bearer_token(req),
-            peer_pin: pin.and_then(|p| p.current(chrono::Utc::now().timestamp())),
-        };
-        let p = self.auth.authenticate(&creds)?;
+        let p = self.auth.authenticate(&credentials(req))?;
         guard::admit(self, req, &p.tenant.id)?;
         Ok(p)
+    }
+
+    /// Authenticates a product (login API). A school owner's valid credential is
+    /// `Forbidden` here, as a product's is on the provisioning endpoints.
+    pub fn authenticate_product(&self, req: &HttpRequest) -> Result<ProductPrincipal, DomainError> {
+        let p = self.auth.authenticate_product(&credentials(req))?;
+        access_log::set_tenant(req, &format!("product:{}", p.product.id));
+        Ok(p)
+    }
+}
+
+/// Every credential a request carries, for either kind of principal.
+fn credentials(req: &HttpRequest) -> Credentials<'_> {
+    Credentials {
+        api_key: req.headers().get("x-api-key").map(|v| v.as_bytes()),
+        bearer: bearer_token(req),
+        peer_pin: req
+            .conn_data::<tls::PeerPin>()
+            .and_then(|p| p.current(chrono::Utc::now().timestamp())),
     }
 }
 
@@ -77,7 +92,9 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(admin::readyz))
             .service(web::scope("/egil").configure(egil::routes))
-            .service(web::scope("/provisioning/v1").configure(provisioning::routes));
+            .service(web::scope("/provisioning/v1").configure(provisioning::routes))
+            .service(login::docs())
+            .service(web::scope("/login/v1").configure(login::routes));
     }
 }
 

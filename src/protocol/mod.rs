@@ -3,4 +3,5 @@
 //! store or each other.
 
 pub mod egil;
+pub mod login;
 pub mod ss12000;

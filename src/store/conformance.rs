@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::{Decision, Op, Store, WriteEvent};
-use crate::domain::model::{Entity, Group, Meta, Person};
+use super::{Decision, Link, Op, Store, WriteEvent};
+use crate::domain::model::{
+    gateway_id, Activity, Duty, Entity, ExternalIdentifier, Group, Meta, Person,
+};
 use crate::domain::{ConflictKind, DomainError, Kind, Protocol, StoredObject, TenantId};
 
 fn t(s: &str) -> TenantId {
@@ -185,6 +187,7 @@ pub async fn run(s: Arc<dyn Store>) {
     s.check_health().unwrap();
     s.flush().unwrap();
     jobs(&*s).await;
+    relations(&*s).await;
 }
 
 /// Bulk jobs: stored with their items and queued in acceptance order; marks are written
@@ -369,4 +372,202 @@ async fn sled_store_keeps_data_across_reopen() {
         s.changes(0, 10).unwrap().last().unwrap().seq > before,
         "sequence numbers grow across restarts"
     );
+}
+
+fn object(tenant: &TenantId, id: &str, entity: Entity) -> StoredObject {
+    StoredObject {
+        entity,
+        ..person(tenant, id, "unused@k.se", None)
+    }
+}
+
+fn group(tenant: &TenantId, id: &str, members: &[&str]) -> StoredObject {
+    object(
+        tenant,
+        id,
+        Entity::Group(Group {
+            display_name: id.into(),
+            group_type: None,
+            school_type: None,
+            owner: "o".into(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+        }),
+    )
+}
+
+fn activity(tenant: &TenantId, id: &str, groups: &[&str], teachers: &[&str]) -> StoredObject {
+    object(
+        tenant,
+        id,
+        Entity::Activity(Activity {
+            display_name: id.into(),
+            activity_type: None,
+            owner: "o".into(),
+            groups: groups.iter().map(|m| m.to_string()).collect(),
+            teachers: teachers.iter().map(|m| m.to_string()).collect(),
+            parent_activities: vec![],
+        }),
+    )
+}
+
+fn duty(tenant: &TenantId, id: &str, person: &str) -> StoredObject {
+    object(
+        tenant,
+        id,
+        Entity::Duty(Duty {
+            person: Some(person.into()),
+            school_unit: "u".into(),
+            role: "Lärare".into(),
+            signature: None,
+        }),
+    )
+}
+
+/// The read-side indexes follow every write of the object they come from, in any order
+/// of arrival, and stay per tenant.
+async fn relations(s: &dyn Store) {
+    let (a, b) = (t("ra"), t("rb"));
+    let ids = |v: Vec<String>| v;
+    // The activity arrives before its group and duty: the relation exists at once.
+    put(s, activity(&a, "act1", &["g1", "g2"], &["d1"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(s.linked(&a, Link::GroupActivities, "g1").unwrap()),
+        vec!["act1"]
+    );
+    assert_eq!(
+        s.linked(&a, Link::DutyActivities, "d1").unwrap(),
+        vec!["act1"]
+    );
+    put(s, group(&a, "g1", &["p1", "p2"])).await.unwrap();
+    put(s, group(&a, "g2", &["p1"])).await.unwrap();
+    put(s, duty(&a, "d1", "p7")).await.unwrap();
+    assert_eq!(
+        s.linked(&a, Link::PersonGroups, "p1").unwrap(),
+        vec!["g1", "g2"]
+    );
+    assert_eq!(s.linked(&a, Link::PersonGroups, "p2").unwrap(), vec!["g1"]);
+    assert_eq!(s.linked(&a, Link::PersonDuties, "p7").unwrap(), vec!["d1"]);
+    // Another tenant with the same ids is a separate namespace.
+    assert!(s.linked(&b, Link::PersonGroups, "p1").unwrap().is_empty());
+    put(s, group(&b, "g1", &["p1"])).await.unwrap();
+    assert_eq!(s.linked(&b, Link::PersonGroups, "p1").unwrap(), vec!["g1"]);
+    assert_eq!(
+        s.linked(&a, Link::PersonGroups, "p1").unwrap(),
+        vec!["g1", "g2"]
+    );
+    // A replace drops what the old version contributed.
+    put(s, group(&a, "g1", &["p2", "p3"])).await.unwrap();
+    assert_eq!(s.linked(&a, Link::PersonGroups, "p1").unwrap(), vec!["g2"]);
+    assert_eq!(s.linked(&a, Link::PersonGroups, "p3").unwrap(), vec!["g1"]);
+    put(s, activity(&a, "act1", &["g2"], &[])).await.unwrap();
+    assert!(s
+        .linked(&a, Link::GroupActivities, "g1")
+        .unwrap()
+        .is_empty());
+    assert!(s.linked(&a, Link::DutyActivities, "d1").unwrap().is_empty());
+    // A prefix of an id is not the id.
+    put(s, group(&a, "g10", &["p10"])).await.unwrap();
+    assert!(!s
+        .linked(&a, Link::PersonGroups, "p1")
+        .unwrap()
+        .contains(&"g10".to_string()));
+    // Gateway ids resolve to their object and disappear with it.
+    let gid = gateway_id(&a, Kind::Group, "g2");
+    assert_ne!(gid, gateway_id(&b, Kind::Group, "g2"));
+    assert_eq!(
+        s.find_gateway_id(&gid).unwrap(),
+        Some((a.clone(), Kind::Group, "g2".into()))
+    );
+    del(s, &a, Kind::Group, "g2").await.unwrap();
+    assert_eq!(s.find_gateway_id(&gid).unwrap(), None);
+    assert!(s.linked(&a, Link::PersonGroups, "p1").unwrap().is_empty());
+    // External identifiers: per context, several owners possible, removed with the person.
+    let with_x = |tenant: &TenantId, id: &str, eppn: &str, ctx: &str| {
+        let mut o = person(tenant, id, eppn, None);
+        if let Entity::Person(p) = &mut o.entity {
+            p.external_identifiers = vec![ExternalIdentifier {
+                value: "abc@eduid.se".into(),
+                context: Some(ctx.into()),
+                globally_unique: true,
+            }];
+        }
+        o
+    };
+    put(s, with_x(&a, "px", "px@a.se", "https://eduid.se"))
+        .await
+        .unwrap();
+    put(s, with_x(&b, "py", "py@b.se", "https://other.example/a/b"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.find_external_id("https://eduid.se", "abc@eduid.se")
+            .unwrap(),
+        vec![(a.clone(), "px".to_string())]
+    );
+    assert!(s
+        .find_external_id("https://eduid.se", "abc")
+        .unwrap()
+        .is_empty());
+    put(s, with_x(&b, "pz", "pz@b.se", "https://eduid.se"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.find_external_id("https://eduid.se", "abc@eduid.se")
+            .unwrap()
+            .len(),
+        2
+    );
+    del(s, &a, Kind::Person, "px").await.unwrap();
+    assert_eq!(
+        s.find_external_id("https://eduid.se", "abc@eduid.se")
+            .unwrap(),
+        vec![(b.clone(), "pz".to_string())]
+    );
+}
+
+#[tokio::test]
+async fn indexes_are_rebuilt_for_older_data() {
+    use super::kv::Kv;
+    let s = super::memory::MemoryStore::in_memory();
+    let a = t("a");
+    put(&s, group(&a, "g1", &["p1"])).await.unwrap();
+    // Simulate data written before the read-side indexes existed.
+    let mut stale = Vec::new();
+    s.engine()
+        .scan(b"", &mut |k, _| {
+            if k.starts_with(b"l/") || k.starts_with(b"g/") || k.starts_with(b"s/store/") {
+                stale.push((k.to_vec(), None));
+            }
+            true
+        })
+        .unwrap();
+    assert!(!stale.is_empty());
+    s.engine().apply(stale).unwrap();
+    assert!(s.linked(&a, Link::PersonGroups, "p1").unwrap().is_empty());
+    s.ensure_indexes().unwrap();
+    assert_eq!(s.linked(&a, Link::PersonGroups, "p1").unwrap(), vec!["g1"]);
+    assert!(s
+        .find_gateway_id(&gateway_id(&a, Kind::Group, "g1"))
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test]
+async fn sled_store_closes_with_unawaited_durability_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = t("a");
+    let s = super::sled_kv::SledStore::open_dir(dir.path()).unwrap();
+    let c = s
+        .write(&a, Kind::Person, "p1", &ev(), &mut |_| {
+            Ok(Decision::Put(Box::new(person(&a, "p1", "x@k.se", None))))
+        })
+        .unwrap();
+    // Closing must not wait for a handle nobody awaited (it would hang forever); the
+    // committer finishes the queued round at close, so the handle reports success.
+    drop(s);
+    assert!(c.durable.wait().await.is_ok());
+    let s = super::kv::KvStore::new(super::sled_kv::reopen(dir.path()));
+    assert!(s.get(&a, Kind::Person, "p1").unwrap().is_some());
 }

@@ -18,14 +18,26 @@
 //! | | `j/{tenant}/{job}/m/{index:08x}` | mark: op byte + payload, written with the object |
 //! | | `j/{tenant}/{job}/r/{index:08x}` | JSON [`ItemResult`] |
 //! | `q/` | `q/{seq:016x}/{tenant}/{job}` | queued (unfinished) job, in acceptance order |
+//! | `g/` | `g/{gateway id}` | `{tenant}/{kind}/{id}` (global: see [`gateway_id`]) |
+//! | `x/` | `x/{context}\0{value}\0{tenant}/{person id}` | empty (external identifiers) |
+//! | `l/` | `l/{tenant}/{link}/{from id}/{to id}` | empty (read-side relations, [`Link`]) |
+//!
+//! Ids in keys are the stored ids (lower-case UUIDs from the adapters), so they never
+//! contain `/`; contexts and values of external identifiers may, hence the `\0`
+//! separators. Every index entry is derived from one object and is written in the same
+//! atomic batch as that object: the index keys of the previous version that the new
+//! version no longer has are removed, the new ones added.
 
 use std::sync::Mutex;
 
+use std::collections::BTreeSet;
+
 use super::{
-    AuditRecord, ChangeRecord, Committed, Decide, Decision, Durable, Op, Store, StoreError,
+    AuditRecord, ChangeRecord, Committed, Decide, Decision, Durable, Link, Op, Store, StoreError,
     WriteEvent,
 };
 use crate::domain::jobs::{ItemResult, JobHeader, JobMark};
+use crate::domain::model::gateway_id;
 use crate::domain::{ConflictKind, DomainError, Entity, Kind, StoredObject, TenantId};
 
 /// Format version of stored object values.
@@ -139,6 +151,8 @@ impl<B: Kv> KvStore<B> {
             ops.push((civic_key(tenant, c, id), Some(Vec::new())));
         }
 
+        ops.extend(derived_ops(previous.as_ref(), current.as_ref()));
+
         let op = match (&previous, &current) {
             (None, Some(_)) => Op::Create,
             (Some(_), Some(_)) => Op::Update,
@@ -223,6 +237,125 @@ fn eppn_key(eppn: &str) -> Vec<u8> {
 
 fn civic_key(tenant: &TenantId, civic: &str, id: &str) -> Vec<u8> {
     format!("c/{tenant}/{civic}/{id}").into_bytes()
+}
+
+fn gateway_key(gid: &uuid::Uuid) -> Vec<u8> {
+    format!("g/{}", gid.hyphenated()).into_bytes()
+}
+
+fn external_prefix(context: &str, value: &str) -> Vec<u8> {
+    let mut k = b"x/".to_vec();
+    k.extend_from_slice(context.as_bytes());
+    k.push(0);
+    k.extend_from_slice(value.as_bytes());
+    k.push(0);
+    k
+}
+
+fn link_prefix(tenant: &TenantId, link: Link, from: &str) -> Vec<u8> {
+    format!("l/{tenant}/{}/{from}/", link.as_str()).into_bytes()
+}
+
+/// The keys of the read-side indexes one object contributes (all with empty values except
+/// the gateway id, whose value is fixed by the key): relations, external identifiers and
+/// the gateway id. The EPPN and civic-number indexes are handled separately because the
+/// EPPN one is unique.
+fn derived_keys(o: Option<&StoredObject>) -> BTreeSet<Vec<u8>> {
+    let mut out = BTreeSet::new();
+    let Some(o) = o else { return out };
+    let (t, id) = (&o.tenant, o.id.as_str());
+    out.insert(gateway_key(&gateway_id(t, o.kind(), id)));
+    let mut link = |l: Link, from: &str| {
+        let mut k = link_prefix(t, l, from);
+        k.extend_from_slice(id.as_bytes());
+        out.insert(k);
+    };
+    match &o.entity {
+        Entity::Group(g) => g.members.iter().for_each(|m| link(Link::PersonGroups, m)),
+        Entity::Activity(a) => {
+            a.groups.iter().for_each(|g| link(Link::GroupActivities, g));
+            a.teachers
+                .iter()
+                .for_each(|d| link(Link::DutyActivities, d));
+        }
+        Entity::Duty(d) => d.person.iter().for_each(|p| link(Link::PersonDuties, p)),
+        Entity::Person(p) => {
+            for x in &p.external_identifiers {
+                if let Some(c) = &x.context {
+                    let mut k = external_prefix(c, &x.value);
+                    k.extend_from_slice(format!("{t}/{id}").as_bytes());
+                    out.insert(k);
+                }
+            }
+        }
+        Entity::OrgUnit(_) => {}
+    }
+    out
+}
+
+/// The value stored under a derived key.
+fn derived_value(key: &[u8], o: &StoredObject) -> Vec<u8> {
+    if key.starts_with(b"g/") {
+        format!("{}/{}/{}", o.tenant, o.kind().as_str(), o.id).into_bytes()
+    } else {
+        Vec::new()
+    }
+}
+
+/// The index operations that take the indexes from `previous` to `current`.
+fn derived_ops(previous: Option<&StoredObject>, current: Option<&StoredObject>) -> Vec<KvOp> {
+    let old = derived_keys(previous);
+    let new = derived_keys(current);
+    let mut ops: Vec<KvOp> = old.difference(&new).map(|k| (k.clone(), None)).collect();
+    if let Some(cur) = current {
+        ops.extend(
+            new.difference(&old)
+                .map(|k| (k.clone(), Some(derived_value(k, cur)))),
+        );
+    }
+    ops
+}
+
+/// Index-layout version kept under `s/store/index_version`; [`KvStore::ensure_indexes`]
+/// rebuilds the derived indexes of data written by an older version.
+const INDEX_VERSION: &[u8] = b"2";
+const INDEX_VERSION_KEY: &[u8] = b"s/store/index_version";
+
+impl<B: Kv> KvStore<B> {
+    /// Builds the read-side indexes for objects stored before they existed. Cheap when
+    /// they are current (one read).
+    pub fn ensure_indexes(&self) -> Result<(), StoreError> {
+        if self.kv.get(INDEX_VERSION_KEY)?.as_deref() == Some(INDEX_VERSION) {
+            return Ok(());
+        }
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ops: Vec<KvOp> = Vec::new();
+        let mut err = None;
+        self.kv.scan(b"o/", &mut |_, v| match decode_object(v) {
+            Ok(o) => {
+                ops.extend(derived_ops(None, Some(&o)));
+                true
+            }
+            Err(e) => {
+                err = Some(e);
+                false
+            }
+        })?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let mut rest = ops;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(10_000));
+            self.kv.apply(rest)?;
+            rest = tail;
+        }
+        self.kv.apply(vec![(
+            INDEX_VERSION_KEY.to_vec(),
+            Some(INDEX_VERSION.to_vec()),
+        )])?;
+        self.kv.flush()
+    }
 }
 
 fn encode_object(o: &StoredObject) -> Result<Vec<u8>, StoreError> {
@@ -333,6 +466,66 @@ impl<B: Kv> Store for KvStore<B> {
 
     fn find_civic_no(&self, tenant: &TenantId, civic_no: &str) -> Result<Vec<String>, StoreError> {
         let prefix = format!("c/{tenant}/{civic_no}/").into_bytes();
+        let mut out = Vec::new();
+        self.kv.scan(&prefix, &mut |k, _| {
+            out.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+            true
+        })?;
+        Ok(out)
+    }
+
+    fn find_external_id(
+        &self,
+        context: &str,
+        value: &str,
+    ) -> Result<Vec<(TenantId, String)>, StoreError> {
+        let prefix = external_prefix(context, value);
+        let mut out = Vec::new();
+        let mut err = None;
+        self.kv.scan(&prefix, &mut |k, _| {
+            let owner = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            match owner
+                .split_once('/')
+                .and_then(|(t, id)| Some((TenantId::parse(t).ok()?, id.to_owned())))
+            {
+                Some(found) => {
+                    out.push(found);
+                    true
+                }
+                None => {
+                    err = Some(StoreError::Corrupt("external identifier index key".into()));
+                    false
+                }
+            }
+        })?;
+        match err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    fn find_gateway_id(
+        &self,
+        gid: &uuid::Uuid,
+    ) -> Result<Option<(TenantId, Kind, String)>, StoreError> {
+        let Some(v) = self.kv.get(&gateway_key(gid))? else {
+            return Ok(None);
+        };
+        let s = String::from_utf8(v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut parts = s.splitn(3, '/');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(t), Some(k), Some(id)) => {
+                let t = TenantId::parse(t).map_err(StoreError::Corrupt)?;
+                let k = Kind::parse(k)
+                    .ok_or_else(|| StoreError::Corrupt("gateway index kind".into()))?;
+                Ok(Some((t, k, id.to_owned())))
+            }
+            _ => Err(StoreError::Corrupt("gateway index value".into())),
+        }
+    }
+
+    fn linked(&self, tenant: &TenantId, link: Link, from: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = link_prefix(tenant, link, from);
         let mut out = Vec::new();
         self.kv.scan(&prefix, &mut |k, _| {
             out.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());

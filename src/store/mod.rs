@@ -123,6 +123,31 @@ pub struct Committed {
     pub durable: Durable,
 }
 
+/// A read-side relation kept as an index in the same batch as the object it comes from,
+/// so a login is resolved with point reads and short prefix scans, never a table scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Link {
+    /// Person → the groups listing it as a member (from `Group::members`).
+    PersonGroups,
+    /// Group → the activities it takes part in (from `Activity::groups`).
+    GroupActivities,
+    /// Person → their duties (from `Duty::person`).
+    PersonDuties,
+    /// Duty → the activities it teaches (from `Activity::teachers`).
+    DutyActivities,
+}
+
+impl Link {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Link::PersonGroups => "pg",
+            Link::GroupActivities => "ga",
+            Link::PersonDuties => "pd",
+            Link::DutyActivities => "da",
+        }
+    }
+}
+
 /// The closure the domain passes to [`Store::write`].
 pub type Decide<'a> = &'a mut dyn FnMut(Option<&StoredObject>) -> Result<Decision, DomainError>;
 
@@ -151,6 +176,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// The persons of a tenant with this civic number.
     fn find_civic_no(&self, tenant: &TenantId, civic_no: &str) -> Result<Vec<String>, StoreError>;
+
+    /// The persons (in any tenant) carrying this external identifier with this context.
+    fn find_external_id(
+        &self,
+        context: &str,
+        value: &str,
+    ) -> Result<Vec<(TenantId, String)>, StoreError>;
+
+    /// The object a gateway id ([`crate::domain::model::gateway_id`]) stands for.
+    fn find_gateway_id(
+        &self,
+        gid: &uuid::Uuid,
+    ) -> Result<Option<(TenantId, Kind, String)>, StoreError>;
+
+    /// The ids related to `from` by `link` within a tenant, in id order. The targets exist
+    /// (the relation is stored with them); `from` need not.
+    fn linked(&self, tenant: &TenantId, link: Link, from: &str) -> Result<Vec<String>, StoreError>;
 
     /// Atomically: read the current object, let `decide` choose, enforce unique indexes
     /// (EPPN → `Conflict(Unique)`), write object + indexes + change feed + audit entry.

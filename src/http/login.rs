@@ -1,0 +1,418 @@
+//! The login API over HTTP: thin handlers under `/login/v1`, the OpenAPI document
+//! generated from them, and an offline Swagger UI.
+
+use actix_web::http::header::{HeaderValue, ALLOW, RETRY_AFTER};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use serde::Deserialize;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi};
+use utoipa_swagger_ui::SwaggerUi;
+use uuid::Uuid;
+
+use super::body::{read_capped, require_json};
+use super::AppState;
+use crate::domain::login::{NoMatch, Resolution, MAX_CHANGES_PAGE};
+use crate::domain::{DomainError, RuleId};
+use crate::protocol::login::{self as wire, *};
+
+/// Where the OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/login/v1/openapi.json";
+/// Where the Swagger UI is served.
+pub const DOCS_PATH: &str = "/login/v1/docs/";
+
+/// A domain error on its way out in the login API's JSON format.
+#[derive(Debug)]
+pub struct LoginError(pub DomainError);
+
+impl std::fmt::Display for LoginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<DomainError> for LoginError {
+    fn from(e: DomainError) -> Self {
+        LoginError(e)
+    }
+}
+
+impl ResponseError for LoginError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(wire::error(&self.0).0).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (_, body) = wire::error(&self.0);
+        let mut res = HttpResponse::build(self.status_code()).json(body);
+        let retry = match &self.0 {
+            DomainError::RateLimited { retry_after_secs }
+            | DomainError::Suspended {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            DomainError::Unavailable => Some(5),
+            _ => None,
+        };
+        if let Some(v) = retry.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+            res.headers_mut().insert(RETRY_AFTER, v);
+        }
+        res
+    }
+}
+
+type Result<T> = std::result::Result<T, LoginError>;
+
+fn no_match(n: NoMatch) -> HttpResponse {
+    HttpResponse::NotFound().json(wire::no_match(n))
+}
+
+async fn json_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<T> {
+    require_json(req)?;
+    let body = read_capped(req, payload, state.max_body_bytes).await?;
+    Ok(wire::parse(&body)?)
+}
+
+/// Resolve a verified login to the provisioned account.
+#[utoipa::path(
+    post,
+    path = "/login/v1/resolve",
+    tag = "login",
+    request_body = ResolveRequest,
+    responses(
+        (status = 200, description = "The account", body = AccountOut),
+        (status = 404, description = "No account for this login; `reason` says why", body = NoMatchOut),
+        (status = 400, description = "Malformed request", body = ErrorOut),
+        (status = 401, description = "No or unknown credential", body = ErrorOut),
+        (status = 403, description = "A school owner's credential", body = ErrorOut),
+        (status = 413, description = "Body too large", body = ErrorOut),
+        (status = 415, description = "Not JSON", body = ErrorOut),
+        (status = 503, description = "Storage unavailable", body = ErrorOut),
+    ),
+    security(("api_key" = []))
+)]
+async fn resolve(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    state.authenticate_product(&req)?;
+    let q: ResolveRequest = json_body(&state, &req, payload).await?;
+    q.check("")?;
+    Ok(match state.login.resolve(&q.query())? {
+        Resolution::Found(a) => HttpResponse::Ok().json(wire::account(&a)),
+        Resolution::NoMatch(n) => no_match(n),
+    })
+}
+
+/// Resolve up to 1,000 logins at once; each result stands alone.
+#[utoipa::path(
+    post,
+    path = "/login/v1/resolve:batch",
+    tag = "login",
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "One result per lookup, in order", body = BatchResponse),
+        (status = 400, description = "Malformed request, or not 1 to 1,000 lookups", body = ErrorOut),
+        (status = 401, description = "No or unknown credential", body = ErrorOut),
+        (status = 403, description = "A school owner's credential", body = ErrorOut),
+        (status = 413, description = "Body too large", body = ErrorOut),
+        (status = 415, description = "Not JSON", body = ErrorOut),
+        (status = 503, description = "Storage unavailable", body = ErrorOut),
+    ),
+    security(("api_key" = []))
+)]
+async fn resolve_batch(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    state.authenticate_product(&req)?;
+    let b: BatchRequest = json_body(&state, &req, payload).await?;
+    for (i, q) in b.lookups.iter().enumerate() {
+        q.check(&format!("lookups[{i}]."))?;
+    }
+    let queries: Vec<_> = b.lookups.into_iter().map(ResolveRequest::query).collect();
+    let results = state
+        .login
+        .resolve_batch(&queries)?
+        .into_iter()
+        .map(|r| match r {
+            Ok(Resolution::Found(a)) => BatchResultOut {
+                status: 200,
+                account: Some(wire::account(&a)),
+                reason: None,
+                error: None,
+            },
+            Ok(Resolution::NoMatch(n)) => BatchResultOut {
+                status: 404,
+                account: None,
+                reason: Some(n.into()),
+                error: None,
+            },
+            Err(e) => {
+                let (status, body) = wire::error(&e);
+                BatchResultOut {
+                    status,
+                    account: None,
+                    reason: None,
+                    error: Some(body),
+                }
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(BatchResponse { results }))
+}
+
+/// A gateway id from the path; anything but a UUID names nothing.
+fn gateway_id(s: &str) -> Option<Uuid> {
+    Uuid::parse_str(s).ok()
+}
+
+/// An account by its gateway id.
+#[utoipa::path(
+    get,
+    path = "/login/v1/accounts/{id}",
+    tag = "login",
+    params(("id" = Uuid, Path, description = "The account id")),
+    responses(
+        (status = 200, description = "The account", body = AccountOut),
+        (status = 404, description = "No such account (or its school owner is suspended)", body = NoMatchOut),
+        (status = 401, description = "No or unknown credential", body = ErrorOut),
+        (status = 403, description = "A school owner's credential", body = ErrorOut),
+        (status = 503, description = "Storage unavailable", body = ErrorOut),
+    ),
+    security(("api_key" = []))
+)]
+async fn account(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
+    state.authenticate_product(&req)?;
+    let Some(id) = gateway_id(&id) else {
+        return Ok(no_match(NoMatch::Unknown));
+    };
+    Ok(match state.login.account(&id)? {
+        Ok(a) => HttpResponse::Ok().json(wire::account(&a)),
+        Err(n) => no_match(n),
+    })
+}
+
+/// A group and its members.
+#[utoipa::path(
+    get,
+    path = "/login/v1/groups/{id}/members",
+    tag = "roster",
+    params(("id" = Uuid, Path, description = "The group's gateway id")),
+    responses(
+        (status = 200, description = "The group and its members", body = GroupMembersOut),
+        (status = 404, description = "No such group (or its school owner is suspended)", body = NoMatchOut),
+        (status = 401, description = "No or unknown credential", body = ErrorOut),
+        (status = 403, description = "A school owner's credential", body = ErrorOut),
+        (status = 503, description = "Storage unavailable", body = ErrorOut),
+    ),
+    security(("api_key" = []))
+)]
+async fn group_members(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
+    state.authenticate_product(&req)?;
+    let Some(id) = gateway_id(&id) else {
+        return Ok(no_match(NoMatch::Unknown));
+    };
+    Ok(match state.login.group_roster(&id)? {
+        Ok(r) => HttpResponse::Ok().json(wire::group_members(&r)),
+        Err(n) => no_match(n),
+    })
+}
+
+/// An activity with its groups, pupils and teachers.
+#[utoipa::path(
+    get,
+    path = "/login/v1/activities/{id}",
+    tag = "roster",
+    params(("id" = Uuid, Path, description = "The activity's gateway id")),
+    responses(
+        (status = 200, description = "The activity", body = ActivityRosterOut),
+        (status = 404, description = "No such activity (or its school owner is suspended)", body = NoMatchOut),
+        (status = 401, description = "No or unknown credential", body = ErrorOut),
+        (status = 403, description = "A school owner's credential", body = ErrorOut),
+        (status = 503, description = "Storage unavailable", body = ErrorOut),
+    ),
+    security(("api_key" = []))
+)]
+async fn activity(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
+    state.authenticate_product(&req)?;
+    let Some(id) = gateway_id(&id) else {
+        return Ok(no_match(NoMatch::Unknown));
+    };
+    Ok(match state.login.activity_roster(&id)? {
+        Ok(r) => HttpResponse::Ok().json(wire::activity_roster(&r)),
+        Err(n) => no_match(n),
+    })
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ChangesQuery {
+    /// Where to continue: `next_cursor` of the previous page; absent or `0` for the start.
+    #[param(pattern = "^[0-9]{1,19}$")]
+    pub cursor: Option<String>,
+    /// At most this many entries (default 1,000).
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<u32>,
+}
+
+/// Accounts (and groups, activities, …) created, changed or deleted since a cursor.
+#[utoipa::path(
+    get,
+    path = "/login/v1/changes",
+    tag = "login",
+    params(ChangesQuery),
+    responses(
+        (status = 200, description = "A page of the change feed", body = ChangesOut),
+        (status = 400, description = "Malformed cursor or limit", body = ErrorOut),
+        (status = 401, description = "No or unknown credential", body = ErrorOut),
+        (status = 403, description = "A school owner's credential", body = ErrorOut),
+        (status = 503, description = "Storage unavailable", body = ErrorOut),
+    ),
+    security(("api_key" = []))
+)]
+async fn changes(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse> {
+    state.authenticate_product(&req)?;
+    let bad = |path: &'static str, detail: &'static str| {
+        LoginError(DomainError::invalid(path, RuleId::Query, detail))
+    };
+    let q = web::Query::<ChangesQuery>::from_query(req.query_string())
+        .map_err(|_| bad("", "the query string is malformed"))?;
+    let cursor = match q.cursor.as_deref() {
+        None => 0,
+        Some(c) if !c.is_empty() && c.len() <= 19 && c.bytes().all(|b| b.is_ascii_digit()) => c
+            .parse::<u64>()
+            .map_err(|_| bad("cursor", "expected a cursor from next_cursor"))?,
+        Some(_) => return Err(bad("cursor", "expected a cursor from next_cursor")),
+    };
+    let limit = match q.limit {
+        None => 1000,
+        Some(l) if (1..=MAX_CHANGES_PAGE as u32).contains(&l) => l as usize,
+        Some(_) => return Err(bad("limit", "expected 1 to 10000")),
+    };
+    let (items, next) = state.login.changes(cursor, limit)?;
+    Ok(HttpResponse::Ok().json(wire::changes(&items, next)))
+}
+
+struct SecurityAddon;
+
+impl Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "A product API key (configured under [[products]])",
+            ))),
+        );
+    }
+}
+
+/// The OpenAPI document of the login API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Skolgrind login API",
+        description = "Maps a verified Skolfederation login (EPPN and identity provider, or an eduID external identifier) to the person a school owner provisioned, with school units, groups and activities (national tests).",
+        version = "1"
+    ),
+    paths(resolve, resolve_batch, account, group_members, activity, changes),
+    modifiers(&SecurityAddon),
+    tags(
+        (name = "login", description = "Resolve logins and follow account changes"),
+        (name = "roster", description = "Groups and activities with their people")
+    )
+)]
+pub struct LoginApiDoc;
+
+/// A 405 with the methods the resource supports.
+fn method_not_allowed(
+    allow: &'static str,
+) -> impl Fn() -> std::future::Ready<HttpResponse> + Clone {
+    move || {
+        let mut res = HttpResponse::MethodNotAllowed().json(ErrorOut {
+            error: "method_not_allowed".into(),
+            detail: format!("use {allow}"),
+            path: None,
+            rule: None,
+        });
+        res.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(allow));
+        std::future::ready(res)
+    }
+}
+
+/// Routes under `/login/v1`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/resolve")
+            .route(web::post().to(resolve))
+            .default_service(web::to(method_not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/resolve:batch")
+            .route(web::post().to(resolve_batch))
+            .default_service(web::to(method_not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/accounts/{id}")
+            .route(web::get().to(account))
+            .default_service(web::to(method_not_allowed("GET"))),
+    )
+    .service(
+        web::resource("/groups/{id}/members")
+            .route(web::get().to(group_members))
+            .default_service(web::to(method_not_allowed("GET"))),
+    )
+    .service(
+        web::resource("/activities/{id}")
+            .route(web::get().to(activity))
+            .default_service(web::to(method_not_allowed("GET"))),
+    )
+    .service(
+        web::resource("/changes")
+            .route(web::get().to(changes))
+            .default_service(web::to(method_not_allowed("GET"))),
+    )
+    .default_service(web::to(|| async {
+        LoginError(DomainError::NotFound).error_response()
+    }));
+}
+
+/// The OpenAPI document as served: what utoipa generates from the handlers, plus the one
+/// rule its derive cannot state — a lookup needs `eppn` or `external_id`.
+pub fn openapi_document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(LoginApiDoc::openapi()).unwrap_or_default();
+    if let Some(s) = doc.pointer_mut("/components/schemas/ResolveRequest") {
+        s["anyOf"] = serde_json::json!([
+            {"required": ["eppn"], "properties": {"eppn": {"type": "string"}}},
+            {"required": ["external_id"], "properties": {"external_id": {"type": "object"}}}
+        ]);
+    }
+    doc
+}
+
+/// The Swagger UI (assets compiled into the binary) and the OpenAPI document. Register
+/// before the `/login/v1` scope, which would otherwise take these paths.
+pub fn docs() -> SwaggerUi {
+    SwaggerUi::new(format!("{DOCS_PATH}{{_:.*}}"))
+        .external_url_unchecked(OPENAPI_PATH, openapi_document())
+}

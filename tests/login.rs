@@ -1,0 +1,852 @@
+//! The login API against the real binary: resolve after an EGIL push (pupil, teacher,
+//! principal), forward references, EPPN case and scope rules, identity-provider binding,
+//! suspended tenants, credential separation, deletion and the change feed, batch limits,
+//! rosters and the served OpenAPI document.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use serde_json::{json, Value};
+
+const PRODUCT_KEY: &str = "key-for-the-test-platform-pppppppp";
+const KEY_FREE: &str = "key-for-unscoped-tenant-ffffffffffff";
+const IDP_A: &str = "https://idp.kommunen.se/idp";
+const IDP_B: &str = "https://idp.grannkommun.se/idp";
+
+const STEFAN: &str = "39732dea-e4a6-4d8f-96de-925a679c56ff"; // pupil, GY
+const PER: &str = "2b3a480f-d0b9-4c09-bbac-70f915964b02"; // pupil, GR
+const BABS: &str = "75c666db-e60e-4687-bdd3-1af191fa6799"; // teacher at both units
+const SOFIE: &str = "cb0c9a3f-d4e6-461e-8b4e-4a678cf01183"; // principal
+
+fn config() -> String {
+    format!(
+        r#"
+[[tenants]]
+id = "kommunen"
+name = "Kommunen"
+organisation_number = "SE2120000001"
+api_keys = ["{}"]
+eppn_scopes = ["kommunen.se"]
+idp_entity_ids = ["{IDP_A}"]
+
+[[tenants]]
+id = "grannkommun"
+name = "Grannkommunen"
+api_keys = ["{}"]
+eppn_scopes = ["grannkommun.se"]
+idp_entity_ids = ["{IDP_B}"]
+
+[[tenants]]
+id = "fri"
+name = "Fria skolan"
+api_keys = ["{}"]
+
+[[products]]
+id = "provplattform"
+name = "Provplattformen"
+api_keys = ["{}"]
+"#,
+        hash(KEY_A),
+        hash(KEY_B),
+        hash(KEY_FREE),
+        hash(PRODUCT_KEY)
+    )
+}
+
+async fn login(
+    c: &reqwest::Client,
+    s: &Server,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    let ct = if body.is_empty() {
+        None
+    } else {
+        Some("application/json")
+    };
+    json(
+        send(
+            c,
+            method,
+            &s.url(&format!("/login/v1{path}")),
+            key,
+            ct,
+            body,
+        )
+        .await,
+    )
+    .await
+}
+
+async fn resolve(c: &reqwest::Client, s: &Server, body: Value) -> (u16, Value) {
+    login(c, s, "POST", "/resolve", Some(PRODUCT_KEY), Some(body)).await
+}
+
+async fn pushed() -> (Server, reqwest::Client) {
+    let s = Server::start_with(&config(), "");
+    let c = client();
+    assert_eq!(push_fixtures(&s, &c, KEY_A).await, vec![201; 26]);
+    (s, c)
+}
+
+fn names(v: &Value, key: &str) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x[key].as_str().unwrap().to_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+async fn egil(
+    c: &reqwest::Client,
+    s: &Server,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Value,
+) -> (u16, Value) {
+    json(
+        send(
+            c,
+            method,
+            &s.url(&format!("/egil{path}")),
+            Some(key),
+            Some(SCIM),
+            body.to_string().into_bytes(),
+        )
+        .await,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn resolve_pupil_teacher_and_principal_after_egil_push() {
+    let (s, c) = pushed().await;
+
+    // The GY pupil: school unit, enrolment, groups, activities with the national test.
+    let (st, a) = resolve(
+        &c,
+        &s,
+        json!({"eppn": "stjo@skola.kommunen.se", "idp_entity_id": IDP_A}),
+    )
+    .await;
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(a["huvudman"]["tenant_id"], "kommunen");
+    assert_eq!(a["huvudman"]["name"], "Kommunen");
+    assert_eq!(a["huvudman"]["organisation_number"], "SE2120000001");
+    assert_eq!(a["person"]["source_id"], STEFAN);
+    assert_eq!(a["person"]["given_name"], "Stefan");
+    assert_eq!(a["person"]["eppns"], json!(["stjo@skola.kommunen.se"]));
+    assert_eq!(a["person"]["emails"][0]["value"], "stjo@skolan.kommunen.se");
+    assert_eq!(a["person"]["security_marking"], false);
+    assert_ne!(
+        a["account_id"], STEFAN,
+        "the account id is the gateway's own"
+    );
+    assert_eq!(a["roles"], json!(["pupil"]));
+    assert_eq!(a["school_units"].as_array().unwrap().len(), 1);
+    assert_eq!(a["school_units"][0]["school_unit_code"], "11111111");
+    assert_eq!(a["school_units"][0]["name"], "skolenhet2");
+    assert_eq!(a["school_units"][0]["roles"], json!(["pupil"]));
+    assert_eq!(a["enrolments"][0]["program_code"], "NANAT");
+    assert_eq!(a["enrolments"][0]["school_year"], 10);
+    assert_eq!(
+        names(&a["groups"], "name"),
+        vec!["DNP-SVASVA03_GY", "grupp3"]
+    );
+    assert!(a["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|g| g["membership_role"] == "pupil"));
+    assert_eq!(
+        names(&a["activities"], "name"),
+        vec!["DNP-SVASVA03_GY-Activity", "grupp3-Activity"]
+    );
+    let dnp = a["activities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "DNP-SVASVA03_GY-Activity")
+        .unwrap();
+    assert_eq!(
+        dnp["parent_activity"],
+        "a1935bf4-a6f3-5890-9c47-a611d22eba23"
+    );
+    assert_eq!(dnp["role"], "pupil");
+    assert_eq!(
+        dnp["teachers"][0]["duty_source_id"],
+        "3b86c590-551e-5464-84ee-d505effff97e"
+    );
+    assert!(dnp["teachers"][0]["account_id"].is_string());
+    assert_eq!(a["last_provisioned"]["protocol"], "egil_scim");
+    assert_eq!(a["warnings"], json!([]));
+    assert_eq!(a["civic_no_checked"], false);
+
+    // The same account by id, and stable across re-provisioning of the same source id.
+    let id = a["account_id"].as_str().unwrap().to_owned();
+    let (st, again) = login(
+        &c,
+        &s,
+        "GET",
+        &format!("/accounts/{id}"),
+        Some(PRODUCT_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(again["person"]["source_id"], STEFAN);
+    let body = std::fs::read(fixtures_dir().join("06-POST-User.body")).unwrap();
+    let r = send(
+        &c,
+        "PUT",
+        &s.url(&format!("/egil/Users/{STEFAN}")),
+        Some(KEY_A),
+        Some(SCIM),
+        body,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let (_, again) = resolve(&c, &s, json!({"eppn": "stjo@skola.kommunen.se"})).await;
+    assert_eq!(again["account_id"], id);
+
+    // The teacher with employments at both units: every activity taught, their groups.
+    let (st, t) = resolve(
+        &c,
+        &s,
+        json!({"eppn": "baje@skola.kommunen.se", "idp_entity_id": IDP_A}),
+    )
+    .await;
+    assert_eq!(st, 200, "{t}");
+    assert_eq!(t["person"]["source_id"], BABS);
+    assert_eq!(t["roles"], json!(["teacher"]));
+    assert_eq!(
+        names(&t["school_units"], "name"),
+        vec!["skolenhet1", "skolenhet2"]
+    );
+    assert_eq!(t["duties"].as_array().unwrap().len(), 2);
+    assert_eq!(t["duties"][0]["title"], "Lärare");
+    assert_eq!(
+        names(&t["activities"], "name"),
+        vec![
+            "DNP-GRGRMAT01_6-Activity",
+            "DNP-SVASVA03_GY-Activity",
+            "grupp1-Activity",
+            "grupp2-Activity",
+            "grupp3-Activity"
+        ]
+    );
+    assert!(t["activities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|x| x["role"] == "teacher"));
+    assert_eq!(t["groups"].as_array().unwrap().len(), 5);
+    assert!(t["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|g| g["membership_role"] == "teacher"));
+
+    // The principal.
+    let (st, p) = resolve(&c, &s, json!({"eppn": "soda@skola.kommunen.se"})).await;
+    assert_eq!(st, 200);
+    assert_eq!(p["person"]["source_id"], SOFIE);
+    assert_eq!(p["roles"], json!(["principal"]));
+    assert_eq!(p["school_units"][0]["school_unit_code"], "11111111");
+    assert_eq!(p["school_units"][0]["roles"], json!(["principal"]));
+    assert_eq!(p["activities"], json!([]));
+
+    // Rosters: the GR national-test group and its activity.
+    let (_, per) = resolve(&c, &s, json!({"eppn": "pejo@skola.kommunen.se"})).await;
+    let act = per["activities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "DNP-GRGRMAT01_6-Activity")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        act["parent_activity"],
+        "b229977a-7bd3-58ad-b7a2-3fdc774840fd"
+    );
+    let gid = act["groups"][0]["id"].as_str().unwrap();
+    let (st, g) = login(
+        &c,
+        &s,
+        "GET",
+        &format!("/groups/{gid}/members"),
+        Some(PRODUCT_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{g}");
+    assert_eq!(g["group"]["name"], "DNP-GRGRMAT01_6");
+    assert_eq!(names(&g["members"], "source_id"), {
+        let mut v = vec![
+            PER.to_owned(),
+            "aeb9dfad-c824-49e2-89d6-84cf5e33feef".to_owned(),
+        ];
+        v.sort();
+        v
+    });
+    let aid = act["id"].as_str().unwrap();
+    let (st, r) = login(
+        &c,
+        &s,
+        "GET",
+        &format!("/activities/{aid}"),
+        Some(PRODUCT_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        r["activity"]["parent_activity"],
+        "b229977a-7bd3-58ad-b7a2-3fdc774840fd"
+    );
+    assert_eq!(r["pupils"].as_array().unwrap().len(), 2);
+    let teachers: Vec<&str> = r["teachers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["person"]["source_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(teachers.len(), 2);
+    assert!(teachers.contains(&BABS));
+    // Unknown or malformed ids are 404 with a reason.
+    for path in [
+        "/accounts/00000000-0000-4000-8000-000000000000".to_owned(),
+        "/accounts/not-a-uuid".to_owned(),
+        format!("/accounts/{gid}"),
+        format!("/groups/{aid}/members"),
+    ] {
+        let (st, e) = login(&c, &s, "GET", &path, Some(PRODUCT_KEY), None).await;
+        assert_eq!((st, e["reason"].as_str()), (404, Some("unknown")), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn eppn_case_variants_resolve_to_the_same_account() {
+    let (s, c) = pushed().await;
+    let mut ids = Vec::new();
+    for e in [
+        "stjo@skola.kommunen.se",
+        "STJO@SKOLA.KOMMUNEN.SE",
+        "Stjo@Skola.Kommunen.Se",
+        "  stjo@skola.kommunen.se ",
+    ] {
+        let (st, a) = resolve(&c, &s, json!({"eppn": e})).await;
+        assert_eq!(st, 200, "{e}");
+        ids.push(a["account_id"].clone());
+    }
+    assert!(ids.windows(2).all(|w| w[0] == w[1]));
+    let (st, e) = resolve(&c, &s, json!({"eppn": "stjo@skola.kommunen.se.evil"})).await;
+    assert_eq!((st, e["reason"].as_str()), (404, Some("unknown")));
+}
+
+#[tokio::test]
+async fn scope_refused_at_provisioning_and_second_tenant_cannot_claim_an_eppn() {
+    let (s, c) = pushed().await;
+    // Outside the tenant's scopes: 400 naming the rule, nothing stored.
+    let mut user: Value =
+        serde_json::from_slice(&std::fs::read(fixtures_dir().join("05-POST-User.body")).unwrap())
+            .unwrap();
+    user["externalId"] = json!("11111111-2222-4333-8444-555555555555");
+    user["userName"] = json!("pejo@grannkommun.se");
+    let (st, e) = egil(&c, &s, "POST", "/Users", KEY_A, user.clone()).await;
+    assert_eq!(st, 400, "{e}");
+    assert!(e["detail"].as_str().unwrap().contains("eppn_scope"), "{e}");
+    let (st, _) = resolve(&c, &s, json!({"eppn": "pejo@grannkommun.se"})).await;
+    assert_eq!(st, 404);
+
+    // A tenant without scope limits claims kommunen's EPPN (case variant): 409, and the
+    // first owner keeps it.
+    user["userName"] = json!("PEJO@skola.kommunen.se");
+    let (st, e) = egil(&c, &s, "POST", "/Users", KEY_FREE, user).await;
+    assert_eq!(st, 409, "{e}");
+    let (st, a) = resolve(&c, &s, json!({"eppn": "pejo@skola.kommunen.se"})).await;
+    assert_eq!(st, 200);
+    assert_eq!(a["huvudman"]["tenant_id"], "kommunen");
+    assert_eq!(a["person"]["source_id"], PER);
+}
+
+#[tokio::test]
+async fn idp_of_another_tenant_gets_no_match() {
+    let (s, c) = pushed().await;
+    for idp in [IDP_B, "https://evil.example/idp", ""] {
+        let (st, e) = resolve(
+            &c,
+            &s,
+            json!({"eppn": "stjo@skola.kommunen.se", "idp_entity_id": idp}),
+        )
+        .await;
+        assert_eq!(st, 404, "{idp}: {e}");
+        assert_eq!(e, json!({"error": "no_match", "reason": "idp_mismatch"}));
+    }
+    // The refusal is logged for audit, without the EPPN.
+    let log = std::fs::read_to_string(s.log_path()).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("login refused") && l.contains(IDP_B))
+        .expect("an audit line");
+    assert!(line.contains("idp_mismatch") && line.contains("kommunen"));
+    assert!(!log.contains("stjo@skola"), "no EPPN in the log");
+}
+
+#[tokio::test]
+async fn suspended_tenant_matches_nothing() {
+    let (mut s, c) = pushed().await;
+    let (st, a) = resolve(&c, &s, json!({"eppn": "stjo@skola.kommunen.se"})).await;
+    assert_eq!(st, 200);
+    let id = a["account_id"].as_str().unwrap().to_owned();
+    // Freeze kommunen's logins in the store (as the admin API does) and restart.
+    s.kill9();
+    {
+        let store: Arc<dyn skolgrind::store::Store> =
+            Arc::new(skolgrind::store::sled_kv::SledStore::open_dir(&s.data_dir()).unwrap());
+        let t = skolgrind::domain::TenantId::parse("kommunen").unwrap();
+        let controls = skolgrind::domain::Controls::load(store, std::slice::from_ref(&t)).unwrap();
+        controls
+            .update_tenant(&t, |c| {
+                c.logins_frozen = Some(skolgrind::domain::Suspension {
+                    reason: "incident".into(),
+                    since: chrono::Utc::now(),
+                    by: "test".into(),
+                })
+            })
+            .await
+            .unwrap();
+    }
+    s.restart_after_kill();
+    let (st, e) = resolve(&c, &s, json!({"eppn": "stjo@skola.kommunen.se"})).await;
+    assert_eq!((st, e["reason"].as_str()), (404, Some("tenant_suspended")));
+    let (st, e) = login(
+        &c,
+        &s,
+        "GET",
+        &format!("/accounts/{id}"),
+        Some(PRODUCT_KEY),
+        None,
+    )
+    .await;
+    assert_eq!((st, e["reason"].as_str()), (404, Some("tenant_suspended")));
+}
+
+#[tokio::test]
+async fn product_and_school_owner_credentials_are_separate() {
+    let (s, c) = pushed().await;
+    let body = json!({"eppn": "stjo@skola.kommunen.se"});
+    // A school owner's valid key on the login API: 403.
+    let (st, e) = login(&c, &s, "POST", "/resolve", Some(KEY_A), Some(body.clone())).await;
+    assert_eq!((st, e["error"].as_str()), (403, Some("forbidden")));
+    for path in ["/accounts/00000000-0000-4000-8000-000000000000", "/changes"] {
+        let (st, _) = login(&c, &s, "GET", path, Some(KEY_B), None).await;
+        assert_eq!(st, 403, "{path}");
+    }
+    // A product's valid key on provisioning: 403, nothing written.
+    let r = send(
+        &c,
+        "GET",
+        &s.url("/egil/Users"),
+        Some(PRODUCT_KEY),
+        None,
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    let user = std::fs::read(fixtures_dir().join("05-POST-User.body")).unwrap();
+    let r = send(
+        &c,
+        "PUT",
+        &s.url(&format!("/egil/Users/{PER}")),
+        Some(PRODUCT_KEY),
+        Some(SCIM),
+        user,
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    // Unknown or missing keys stay 401 on both.
+    for key in [Some("no-such-key"), None] {
+        let (st, _) = login(&c, &s, "POST", "/resolve", key, Some(body.clone())).await;
+        assert_eq!(st, 401);
+        let r = send(&c, "GET", &s.url("/egil/Users"), key, None, vec![]).await;
+        assert_eq!(r.status(), 401);
+    }
+    // The product key works.
+    let (st, _) = login(&c, &s, "POST", "/resolve", Some(PRODUCT_KEY), Some(body)).await;
+    assert_eq!(st, 200);
+}
+
+#[tokio::test]
+async fn deleted_person_disappears_and_appears_in_the_change_feed() {
+    let (s, c) = pushed().await;
+    let (st, feed) = login(&c, &s, "GET", "/changes?limit=10", Some(PRODUCT_KEY), None).await;
+    assert_eq!(st, 200);
+    assert_eq!(feed["changes"].as_array().unwrap().len(), 10);
+    let (_, all) = login(&c, &s, "GET", "/changes", Some(PRODUCT_KEY), None).await;
+    assert_eq!(all["changes"].as_array().unwrap().len(), 26);
+    let persons = all["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["kind"] == "person" && x["op"] == "create")
+        .count();
+    assert_eq!(persons, 7);
+    let cursor = all["next_cursor"].as_str().unwrap().to_owned();
+
+    let (_, a) = resolve(&c, &s, json!({"eppn": "pejo@skola.kommunen.se"})).await;
+    let id = a["account_id"].as_str().unwrap().to_owned();
+    let r = send(
+        &c,
+        "DELETE",
+        &s.url(&format!("/egil/Users/{PER}")),
+        Some(KEY_A),
+        None,
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    let (st, e) = resolve(&c, &s, json!({"eppn": "pejo@skola.kommunen.se"})).await;
+    assert_eq!((st, e["reason"].as_str()), (404, Some("unknown")));
+    let (st, _) = login(
+        &c,
+        &s,
+        "GET",
+        &format!("/accounts/{id}"),
+        Some(PRODUCT_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(st, 404);
+    let (st, feed) = login(
+        &c,
+        &s,
+        "GET",
+        &format!("/changes?cursor={cursor}"),
+        Some(PRODUCT_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        feed["changes"],
+        json!([{
+            "cursor": feed["next_cursor"],
+            "tenant_id": "kommunen",
+            "kind": "person",
+            "id": id,
+            "source_id": PER,
+            "op": "delete",
+            "at": feed["changes"][0]["at"],
+        }])
+    );
+    // Nothing newer: the cursor stays.
+    let next = feed["next_cursor"].as_str().unwrap();
+    let (_, empty) = login(
+        &c,
+        &s,
+        "GET",
+        &format!("/changes?cursor={next}"),
+        Some(PRODUCT_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(empty, json!({"changes": [], "next_cursor": next}));
+    // The group that still lists the deleted pupil reports it, not a 500.
+    let (_, lisa) = resolve(&c, &s, json!({"eppn": "lini@skola.kommunen.se"})).await;
+    let grupp1 = lisa["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "grupp1")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, g) = login(
+        &c,
+        &s,
+        "GET",
+        &format!("/groups/{grupp1}/members"),
+        Some(PRODUCT_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(g["members"].as_array().unwrap().len(), 1);
+    assert_eq!(g["warnings"][0]["source_id"], PER);
+    assert_eq!(g["warnings"][0]["code"], "dangling_reference");
+    // Bad cursors and limits are client errors.
+    for q in [
+        "cursor=abc",
+        "cursor=-1",
+        "limit=0",
+        "limit=10001",
+        "cursor=99999999999999999999",
+    ] {
+        let (st, _) = login(
+            &c,
+            &s,
+            "GET",
+            &format!("/changes?{q}"),
+            Some(PRODUCT_KEY),
+            None,
+        )
+        .await;
+        assert_eq!(st, 400, "{q}");
+    }
+}
+
+#[tokio::test]
+async fn forward_references_resolve_after_the_late_object_arrives() {
+    let s = Server::start_with(&config(), "");
+    let c = client();
+    let unit = "aaaaaaaa-0000-4000-8000-000000000001";
+    let pupil = "aaaaaaaa-0000-4000-8000-000000000002";
+    let group = "aaaaaaaa-0000-4000-8000-000000000003";
+    let activity = "aaaaaaaa-0000-4000-8000-000000000004";
+    let user_schema = "urn:scim:schemas:extension:sis:school:1.0:User";
+    let mut user = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", user_schema],
+        "externalId": pupil,
+        "userName": "elev@skola.grannkommun.se",
+        "displayName": "Elev Eleven",
+        "name": {"givenName": "Elev", "familyName": "Eleven"},
+    });
+    user[user_schema] =
+        json!({"enrolments": [{"value": unit, "schoolYear": 9, "schoolType": "GR"}]});
+    // The activity arrives first, then the pupil; the group and the unit are missing.
+    let (st, e) = egil(
+        &c,
+        &s,
+        "POST",
+        "/Activities",
+        KEY_B,
+        json!({
+            "schemas": ["urn:scim:schemas:extension:sis:school:1.0:Activity"],
+            "externalId": activity,
+            "displayName": "NP Matematik åk 9",
+            "owner": {"value": unit},
+            "groups": [{"value": group}],
+            "parentActivity": [{"value": "b229977a-7bd3-58ad-b7a2-3fdc774840fd"}],
+        }),
+    )
+    .await;
+    assert_eq!(st, 201, "{e}");
+    let (st, e) = egil(&c, &s, "POST", "/Users", KEY_B, user).await;
+    assert_eq!(st, 201, "{e}");
+    let (st, a) = resolve(
+        &c,
+        &s,
+        json!({"eppn": "elev@skola.grannkommun.se", "idp_entity_id": IDP_B}),
+    )
+    .await;
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(a["groups"], json!([]));
+    assert_eq!(a["activities"], json!([]));
+    assert_eq!(a["school_units"][0]["source_id"], unit);
+    assert!(a["school_units"][0].get("name").is_none());
+    assert_eq!(
+        a["warnings"],
+        json!([{"code": "dangling_reference", "kind": "org_unit", "source_id": unit,
+                "referenced_by": "person", "referenced_by_source_id": pupil}])
+    );
+    // The group arrives: its activity (sent earlier) now reaches the pupil.
+    let (st, _) = egil(
+        &c,
+        &s,
+        "POST",
+        "/StudentGroups",
+        KEY_B,
+        json!({
+            "schemas": ["urn:scim:schemas:extension:sis:school:1.0:StudentGroup"],
+            "externalId": group,
+            "displayName": "9A",
+            "owner": {"value": unit},
+            "studentMemberships": [{"value": pupil}],
+        }),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let (_, a) = resolve(&c, &s, json!({"eppn": "elev@skola.grannkommun.se"})).await;
+    assert_eq!(names(&a["groups"], "name"), vec!["9A"]);
+    assert_eq!(a["activities"][0]["name"], "NP Matematik åk 9");
+    assert_eq!(
+        a["activities"][0]["parent_activity"],
+        "b229977a-7bd3-58ad-b7a2-3fdc774840fd"
+    );
+    // The school unit arrives: no warnings left.
+    let (st, _) = egil(
+        &c,
+        &s,
+        "POST",
+        "/SchoolUnits",
+        KEY_B,
+        json!({
+            "schemas": ["urn:scim:schemas:extension:sis:school:1.0:SchoolUnit"],
+            "externalId": unit,
+            "displayName": "Grannskolan",
+            "schoolUnitCode": "87654321",
+        }),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let (_, a) = resolve(&c, &s, json!({"eppn": "elev@skola.grannkommun.se"})).await;
+    assert_eq!(a["school_units"][0]["name"], "Grannskolan");
+    assert_eq!(a["warnings"], json!([]));
+    // Kommunen's IdP cannot assert grannkommun's pupil.
+    let (st, e) = resolve(
+        &c,
+        &s,
+        json!({"eppn": "elev@skola.grannkommun.se", "idp_entity_id": IDP_A}),
+    )
+    .await;
+    assert_eq!((st, e["reason"].as_str()), (404, Some("idp_mismatch")));
+}
+
+#[tokio::test]
+async fn batch_limits_and_order() {
+    let (s, _) = pushed().await;
+    // A fresh connection per request: the 1,000-lookup answer is large and slow in a debug
+    // build under a parallel test run, and a pooled connection may meet the server's
+    // keep-alive expiry.
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let lookups = json!([
+        {"eppn": "stjo@skola.kommunen.se"},
+        {"eppn": "nobody@skola.kommunen.se"},
+        {"eppn": "baje@skola.kommunen.se", "idp_entity_id": IDP_B},
+        {"eppn": "soda@skola.kommunen.se"},
+    ]);
+    let (st, r) = login(
+        &c,
+        &s,
+        "POST",
+        "/resolve:batch",
+        Some(PRODUCT_KEY),
+        Some(json!({"lookups": lookups})),
+    )
+    .await;
+    assert_eq!(st, 200, "{r}");
+    let statuses: Vec<u64> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, vec![200, 404, 404, 200]);
+    assert_eq!(r["results"][0]["account"]["person"]["source_id"], STEFAN);
+    assert_eq!(r["results"][1]["reason"], "unknown");
+    assert_eq!(r["results"][2]["reason"], "idp_mismatch");
+    assert_eq!(r["results"][3]["account"]["person"]["source_id"], SOFIE);
+    // A lookup without any identifier makes the request invalid.
+    let (st, e) = login(
+        &c,
+        &s,
+        "POST",
+        "/resolve:batch",
+        Some(PRODUCT_KEY),
+        Some(json!({"lookups": [{"eppn": "soda@skola.kommunen.se"}, {"idp_entity_id": IDP_A}]})),
+    )
+    .await;
+    assert_eq!((st, e["path"].as_str()), (400, Some("lookups[1].eppn")));
+    // 1,000 is the limit; 0 and 1,001 are refused.
+    let many = |n: usize| json!({"lookups": vec![json!({"eppn": "stjo@skola.kommunen.se"}); n]});
+    let (st, r) = login(
+        &c,
+        &s,
+        "POST",
+        "/resolve:batch",
+        Some(PRODUCT_KEY),
+        Some(many(1000)),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(r["results"].as_array().unwrap().len(), 1000);
+    for n in [0, 1001] {
+        let (st, e) = login(
+            &c,
+            &s,
+            "POST",
+            "/resolve:batch",
+            Some(PRODUCT_KEY),
+            Some(many(n)),
+        )
+        .await;
+        assert_eq!((st, e["rule"].as_str()), (400, Some("size")), "{n}");
+    }
+    // Malformed bodies: 400 or 415, never a 500.
+    let bad = |ct: Option<&'static str>, body: &'static str| (ct, body);
+    for (ct, body) in [
+        bad(Some("application/json"), "{"),
+        bad(Some("application/json"), r#"{"eppn": 5}"#),
+        bad(
+            Some("application/json"),
+            r#"{"eppn": "x@y.se", "surprise": 1}"#,
+        ),
+        bad(Some("text/plain"), r#"{"eppn": "x@y.se"}"#),
+        bad(None, r#"{"eppn": "x@y.se"}"#),
+    ] {
+        let r = send(
+            &c,
+            "POST",
+            &s.url("/login/v1/resolve"),
+            Some(PRODUCT_KEY),
+            ct,
+            body.as_bytes().to_vec(),
+        )
+        .await;
+        let st = r.status().as_u16();
+        assert!(st == 400 || st == 415, "{body}: {st}");
+        assert_eq!(r.headers()["content-type"], "application/json");
+    }
+}
+
+#[tokio::test]
+async fn openapi_document_and_offline_docs_are_served() {
+    let s = Server::start_with(&config(), "");
+    let c = client();
+    let (st, doc) = json(c.get(s.url("/login/v1/openapi.json")).send().await.unwrap()).await;
+    assert_eq!(st, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for p in [
+        "/login/v1/resolve",
+        "/login/v1/resolve:batch",
+        "/login/v1/accounts/{id}",
+        "/login/v1/groups/{id}/members",
+        "/login/v1/activities/{id}",
+        "/login/v1/changes",
+    ] {
+        assert!(doc["paths"][p].is_object(), "{p} missing");
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["api_key"]["name"],
+        "X-API-Key"
+    );
+    let r = c.get(s.url("/login/v1/docs/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("swagger"));
+    let r = c
+        .get(s.url("/login/v1/docs/swagger-ui-bundle.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the UI's assets are in the binary");
+    // Wrong methods are 405 with Allow.
+    let r = c.get(s.url("/login/v1/resolve")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
+}

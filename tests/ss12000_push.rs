@@ -1557,3 +1557,61 @@ async fn egil_and_ss12000_share_a_person_only_by_equal_ids() {
     assert_eq!(rs[0]["response"]["statusCode"], 409);
     assert_eq!(rs[0]["response"]["errors"][0]["id"], "7021");
 }
+
+/// A person provisioned through SS12000:2020 resolves in the login API with their groups,
+/// the activity and its national test, and the teacher sees the same activity.
+#[tokio::test]
+async fn the_login_api_resolves_a_person_pushed_this_way() {
+    const PRODUCT: &str = "key-for-the-test-platform-pppppppp";
+    let config = format!(
+        "{}\n[[products]]\nid = \"provplattform\"\nname = \"Provplattformen\"\napi_keys = [\"{}\"]\n",
+        tenants(),
+        hash(PRODUCT)
+    );
+    let s = Server::start_with(&config, "");
+    let c = Client::new();
+    push_data_set(&s, &c, KEY_DNP).await;
+    let resolve = |eppn: String| {
+        let c = c.clone();
+        let url = s.url("/login/v1/resolve");
+        async move {
+            let (st, v, _) = call(
+                &c,
+                "POST",
+                &url,
+                Some(PRODUCT),
+                Some(json!({ "eppn": eppn })),
+            )
+            .await;
+            (st, v)
+        }
+    };
+    // Pupil 0: class G0 and teaching group G18, whose activity 0 is an occasion of
+    // national test 0, taught by duty 0 (person 450).
+    let (st, a) = resolve("U00000Z@edu.kommunen.se".into()).await;
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(a["huvudman"]["tenant_id"], "dnpkommun");
+    assert_eq!(a["person"]["source_id"], uid(PERSON, 0));
+    assert_eq!(a["roles"], json!(["pupil"]));
+    assert_eq!(a["last_provisioned"]["protocol"], "ss12000_push");
+    let mut groups: Vec<&str> = a["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    groups.sort();
+    assert_eq!(groups, ["G0", "G18"]);
+    let acts = a["activities"].as_array().unwrap();
+    assert_eq!(acts.len(), 1, "{a}");
+    assert_eq!(acts[0]["name"], "MA åk 6 grupp 0");
+    assert_eq!(acts[0]["parent_activity"], uid(NATIONAL_TEST, 0).as_str());
+    assert_eq!(a["warnings"], json!([]));
+    // The teacher of that activity.
+    let (st, t) = resolve("u00450z@edu.kommunen.se".into()).await;
+    assert_eq!(st, 200, "{t}");
+    assert_eq!(t["roles"], json!(["teacher"]));
+    let tacts = t["activities"].as_array().unwrap();
+    assert_eq!(tacts.len(), 1, "{t}");
+    assert_eq!(tacts[0]["parent_activity"], uid(NATIONAL_TEST, 0).as_str());
+}

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::body::{read_capped, require_json};
 use super::AppState;
-use crate::domain::login::{NoMatch, Resolution, MAX_CHANGES_PAGE};
+use crate::domain::login::{LoginService, NoMatch, Resolution, MAX_CHANGES_PAGE};
 use crate::domain::{DomainError, RuleId};
 use crate::protocol::login::{self as wire, *};
 
@@ -167,9 +167,26 @@ async fn resolve_batch(
     Ok(HttpResponse::Ok().json(BatchResponse { results }))
 }
 
-/// A gateway id from the path; anything but a UUID names nothing.
-fn gateway_id(s: &str) -> Option<Uuid> {
-    Uuid::parse_str(s).ok()
+/// The shared shape of the reads by gateway id: authenticate the product, parse the id
+/// (anything but a UUID names nothing), look it up, render it or say why not.
+fn by_gateway_id<T, O: serde::Serialize>(
+    state: &AppState,
+    req: &HttpRequest,
+    id: &str,
+    find: impl FnOnce(
+        &LoginService,
+        &Uuid,
+    ) -> std::result::Result<std::result::Result<T, NoMatch>, DomainError>,
+    render: impl FnOnce(T) -> O,
+) -> Result<HttpResponse> {
+    state.authenticate_product(req)?;
+    let Ok(id) = Uuid::parse_str(id) else {
+        return Ok(no_match(NoMatch::Unknown));
+    };
+    Ok(match find(&state.login, &id)? {
+        Ok(x) => HttpResponse::Ok().json(render(x)),
+        Err(n) => no_match(n),
+    })
 }
 
 /// An account by its gateway id.
@@ -192,13 +209,8 @@ async fn account(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse> {
-    state.authenticate_product(&req)?;
-    let Some(id) = gateway_id(&id) else {
-        return Ok(no_match(NoMatch::Unknown));
-    };
-    Ok(match state.login.account(&id)? {
-        Ok(a) => HttpResponse::Ok().json(wire::account(&a)),
-        Err(n) => no_match(n),
+    by_gateway_id(&state, &req, &id, LoginService::account, |x| {
+        wire::account(&x)
     })
 }
 
@@ -222,13 +234,8 @@ async fn group_members(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse> {
-    state.authenticate_product(&req)?;
-    let Some(id) = gateway_id(&id) else {
-        return Ok(no_match(NoMatch::Unknown));
-    };
-    Ok(match state.login.group_roster(&id)? {
-        Ok(r) => HttpResponse::Ok().json(wire::group_members(&r)),
-        Err(n) => no_match(n),
+    by_gateway_id(&state, &req, &id, LoginService::group_roster, |x| {
+        wire::group_members(&x)
     })
 }
 
@@ -252,13 +259,8 @@ async fn activity(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse> {
-    state.authenticate_product(&req)?;
-    let Some(id) = gateway_id(&id) else {
-        return Ok(no_match(NoMatch::Unknown));
-    };
-    Ok(match state.login.activity_roster(&id)? {
-        Ok(r) => HttpResponse::Ok().json(wire::activity_roster(&r)),
-        Err(n) => no_match(n),
+    by_gateway_id(&state, &req, &id, LoginService::activity_roster, |x| {
+        wire::activity_roster(&x)
     })
 }
 

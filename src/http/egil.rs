@@ -40,34 +40,8 @@ impl ResponseError for EgilError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        crate::ops::metrics::domain_error("egil_scim", &self.0);
         let e = render::error(&self.0);
-        let mut res = scim(self.status_code(), &e.body);
-        let retry = match &self.0 {
-            DomainError::RateLimited { retry_after_secs }
-            | DomainError::Suspended {
-                retry_after_secs, ..
-            } => Some(*retry_after_secs),
-            DomainError::Unavailable => Some(5),
-            _ => None,
-        };
-        if let Some(s) =
-            retry.and_then(|s| actix_web::http::header::HeaderValue::from_str(&s.to_string()).ok())
-        {
-            res.headers_mut()
-                .insert(actix_web::http::header::RETRY_AFTER, s);
-        }
-        if matches!(self.0, DomainError::Unauthorized) {
-            // RFC 6750: the same answer whatever was wrong, so nothing tells whether a
-            // tenant exists.
-            res.headers_mut().insert(
-                actix_web::http::header::WWW_AUTHENTICATE,
-                actix_web::http::header::HeaderValue::from_static(
-                    "Bearer realm=\"skolgrind\", error=\"invalid_token\"",
-                ),
-            );
-        }
-        res
+        super::errors::finish("egil_scim", &self.0, scim(self.status_code(), &e.body))
     }
 }
 

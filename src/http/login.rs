@@ -1,7 +1,7 @@
 //! The login API over HTTP: thin handlers under `/login/v1`, the OpenAPI document
 //! generated from them, and an offline Swagger UI.
 
-use actix_web::http::header::{HeaderValue, ALLOW, RETRY_AFTER};
+use actix_web::http::header::{HeaderValue, ALLOW};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::Deserialize;
@@ -44,19 +44,11 @@ impl ResponseError for LoginError {
 
     fn error_response(&self) -> HttpResponse {
         let (_, body) = wire::error(&self.0);
-        let mut res = HttpResponse::build(self.status_code()).json(body);
-        let retry = match &self.0 {
-            DomainError::RateLimited { retry_after_secs }
-            | DomainError::Suspended {
-                retry_after_secs, ..
-            } => Some(*retry_after_secs),
-            DomainError::Unavailable => Some(5),
-            _ => None,
-        };
-        if let Some(v) = retry.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
-            res.headers_mut().insert(RETRY_AFTER, v);
-        }
-        res
+        super::errors::finish(
+            "login",
+            &self.0,
+            HttpResponse::build(self.status_code()).json(body),
+        )
     }
 }
 

@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod egil;
+pub mod errors;
 pub mod guard;
 pub mod login;
 pub mod provisioning;

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use actix_web::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
+use actix_web::http::header::{HeaderValue, LOCATION};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::{json, Value};
@@ -48,19 +48,11 @@ impl ResponseError for PushError {
 
     fn error_response(&self) -> HttpResponse {
         let (_, body) = render::error(&self.0);
-        let mut res = json_response(self.status_code(), &body);
-        let retry = match &self.0 {
-            DomainError::RateLimited { retry_after_secs }
-            | DomainError::Suspended {
-                retry_after_secs, ..
-            } => Some(*retry_after_secs),
-            DomainError::Unavailable => Some(5),
-            _ => None,
-        };
-        if let Some(v) = retry.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
-            res.headers_mut().insert(RETRY_AFTER, v);
-        }
-        res
+        super::errors::finish(
+            "ss12000_push",
+            &self.0,
+            json_response(self.status_code(), &body),
+        )
     }
 }
 

@@ -850,3 +850,47 @@ async fn openapi_document_and_offline_docs_are_served() {
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "POST");
 }
+
+/// Product calls are authenticated: a login storm from one address never draws from that
+/// address's quota for calls without credentials.
+#[tokio::test]
+async fn product_calls_do_not_use_the_unauthenticated_ip_quota() {
+    let s = Server::start_with(
+        &config(),
+        "[rate_limits]\nunauthenticated_per_ip = { requests = 3, per_seconds = 60 }\n",
+    );
+    let c = client();
+    for i in 0..20 {
+        let (st, v) = resolve(
+            &c,
+            &s,
+            json!({"eppn": format!("nobody{i}@skola.kommunen.se")}),
+        )
+        .await;
+        assert_eq!(st, 404, "call {i}: {v}");
+        assert_eq!(v["reason"], "unknown");
+    }
+    // Calls without credentials still use it up (the fourth refusal exhausts it).
+    for _ in 0..4 {
+        let (st, _) = login(
+            &c,
+            &s,
+            "POST",
+            "/resolve",
+            None,
+            Some(json!({"eppn": "x@skola.kommunen.se"})),
+        )
+        .await;
+        assert_eq!(st, 401);
+    }
+    let (st, _) = login(
+        &c,
+        &s,
+        "POST",
+        "/resolve",
+        None,
+        Some(json!({"eppn": "x@skola.kommunen.se"})),
+    )
+    .await;
+    assert_eq!(st, 429);
+}

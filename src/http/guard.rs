@@ -49,6 +49,18 @@ pub fn admit(state: &AppState, req: &HttpRequest, tenant: &TenantId) -> Result<(
     }
 }
 
+/// A product (a login API caller) the request authenticated as. Product calls are
+/// authenticated, so they never draw from the client IP's unauthenticated quota.
+#[derive(Clone)]
+pub struct RequestProduct(pub String);
+
+/// Tags a request authenticated by a product's credential (logs, the IP quota).
+pub fn admit_product(req: &HttpRequest, product: &str) {
+    access_log::set_tenant(req, &format!("product:{product}"));
+    req.extensions_mut()
+        .insert(RequestProduct(product.to_owned()));
+}
+
 /// An answer made outside the handlers, in the wire format of the path's protocol:
 /// SCIM errors under `/egil`, a small `application/problem+json` body elsewhere.
 pub fn reject(path: &str, e: DomainError) -> HttpResponse {
@@ -191,17 +203,18 @@ pub async fn middleware<B: MessageBody + 'static>(
         }
     };
 
-    let (tenant, info) = {
+    let (tenant, product, info) = {
         let ext = res.request().extensions();
         (
             ext.get::<RequestTenant>().map(|t| t.0.clone()),
+            ext.get::<RequestProduct>().is_some(),
             ext.get::<RateInfo>().copied(),
         )
     };
     if let Some(info) = info {
         rate_headers(res.response_mut(), &info);
     }
-    if tenant.is_none() && handled {
+    if tenant.is_none() && !product && handled {
         // Every handled call that did not authenticate draws from its IP's quota (calls
         // refused or shed above do not: they cost nothing).
         if let Some(ip) = ip {

@@ -307,9 +307,39 @@ async fn changes(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRes
 
 struct SecurityAddon;
 
+/// The body of answers the load guard makes before any handler runs (429 for an address
+/// that used up its unauthenticated quota, 503 when shedding load): `application/problem+json`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ProblemOut {
+    pub status: u16,
+    pub title: String,
+    pub detail: String,
+}
+
 impl Modify for SecurityAddon {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        // Every operation can meet the load guard (`http::guard`), which answers before the
+        // handler in its own format.
+        let problem = utoipa::openapi::ResponseBuilder::new()
+            .description("Too many calls that did not authenticate from this address (Retry-After says when to retry)")
+            .content(
+                "application/problem+json",
+                utoipa::openapi::Content::new(Some(utoipa::openapi::Ref::from_schema_name("ProblemOut"))),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+                op.responses
+                    .responses
+                    .entry("429".to_owned())
+                    .or_insert_with(|| problem.clone().into());
+            }
+        }
         let components = openapi.components.get_or_insert_with(Default::default);
+        components.schemas.insert(
+            "ProblemOut".to_owned(),
+            <ProblemOut as utoipa::PartialSchema>::schema(),
+        );
         components.add_security_scheme(
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(

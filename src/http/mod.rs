@@ -60,7 +60,7 @@ impl AppState {
     /// `Forbidden` here, as a product's is on the provisioning endpoints.
     pub fn authenticate_product(&self, req: &HttpRequest) -> Result<ProductPrincipal, DomainError> {
         let p = self.auth.authenticate_product(&credentials(req))?;
-        access_log::set_tenant(req, &format!("product:{}", p.product.id));
+        guard::admit_product(req, p.product.id.as_str());
         Ok(p)
     }
 }

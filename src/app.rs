@@ -211,6 +211,7 @@ pub fn spawn_upkeep(rt: &Runtime, state: &Arc<AppState>) {
         state.provisioning.store().clone(),
         state.provisioning.controls().clone(),
         tenants,
+        state.trust.federation.clone(),
     ));
 }
 

@@ -324,6 +324,33 @@ async fn metadata_that_expires_while_held_stops_being_trusted() {
     assert!(raw_get(&mut fresh, "/egil/Users").await.is_err());
     let log = std::fs::read_to_string(s.log_path()).unwrap();
     assert!(log.contains("federation metadata has EXPIRED"));
+    // Readiness and metrics say so too.
+    let c = reqwest::Client::new();
+    let r = c.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("federation metadata"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let m = c
+            .get(format!("{}/metrics", s.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.contains("skolgrind_federation_metadata_trusted 0")
+            && m.contains("skolgrind_federation_expired_refusals_total")
+        {
+            assert!(m.contains("skolgrind_federation_metadata_expires_in_seconds"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metadata metrics missing: {m}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test]

@@ -24,6 +24,15 @@ pub async fn healthz() -> HttpResponse {
 
 /// `/readyz`: the store answers a write-and-read probe.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    // Federated-TLS clients cannot be served without trusted metadata.
+    if let Some(f) = &state.trust.federation {
+        if !f.freshness().trusted {
+            return HttpResponse::ServiceUnavailable()
+                .content_type("text/plain")
+                .insert_header(("Retry-After", "60"))
+                .body("federation metadata not loaded or expired\n");
+        }
+    }
     let store = state.provisioning.store().clone();
     let probe = web::block(move || store.check_health()).await;
     match probe {

@@ -22,6 +22,10 @@ pub const WRITES_SUSPENDED: &str = "skolgrind_tenant_writes_suspended";
 pub const LOGINS_FROZEN: &str = "skolgrind_tenant_logins_frozen";
 pub const READ_ONLY: &str = "skolgrind_read_only";
 pub const STORE_SIZE: &str = "skolgrind_store_size_bytes";
+pub const METADATA_AGE: &str = "skolgrind_federation_metadata_age_seconds";
+pub const METADATA_EXPIRES_IN: &str = "skolgrind_federation_metadata_expires_in_seconds";
+pub const METADATA_TRUSTED: &str = "skolgrind_federation_metadata_trusted";
+pub const METADATA_EXPIRED_REFUSALS: &str = "skolgrind_federation_expired_refusals_total";
 pub const LIMITER_KEYS: &str = "skolgrind_rate_limiter_keys";
 pub const AUDIT_PURGED: &str = "skolgrind_audit_purged_total";
 
@@ -72,6 +76,22 @@ fn describe() {
     );
     describe_counter!(LOAD_SHED, "Requests shed by reason (in_flight, timeout)");
     describe_gauge!(WRITES_SUSPENDED, "1 while a tenant's writes are suspended");
+    describe_gauge!(
+        METADATA_AGE,
+        "Seconds since the installed federation metadata was issued (iat)"
+    );
+    describe_gauge!(
+        METADATA_EXPIRES_IN,
+        "Seconds until the installed federation metadata expires (exp)"
+    );
+    describe_gauge!(
+        METADATA_TRUSTED,
+        "1 while federation metadata is loaded and not expired"
+    );
+    describe_counter!(
+        METADATA_EXPIRED_REFUSALS,
+        "Federated-TLS requests refused because the metadata had expired"
+    );
     describe_gauge!(LOGINS_FROZEN, "1 while a tenant's logins are frozen");
     describe_gauge!(READ_ONLY, "1 while the whole service is read-only");
     describe_gauge!(
@@ -177,6 +197,20 @@ pub fn dir_size(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+/// Federation metadata: age since `iat`, time left until `exp`, whether it is trusted, and
+/// how many connections were refused because it had expired.
+pub fn federation(f: &crate::auth::federation::Freshness, now: i64) {
+    if f.loaded {
+        gauge!(METADATA_AGE).set((now - f.iat) as f64);
+        gauge!(METADATA_EXPIRES_IN).set((f.exp - now) as f64);
+    }
+    gauge!(METADATA_TRUSTED).set(if f.trusted { 1.0 } else { 0.0 });
+    counter!(METADATA_EXPIRED_REFUSALS).absolute(
+        crate::auth::federation::EXPIRED_METADATA_REFUSALS
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
 }
 
 pub fn store_size(bytes: u64) {

@@ -76,6 +76,7 @@ pub async fn upkeep(
     store: Arc<dyn Store>,
     controls: Arc<Controls>,
     tenants: Vec<TenantId>,
+    federation: Option<Arc<crate::auth::federation::Federation>>,
 ) {
     let mut tick = tokio::time::interval(METRICS_UPKEEP);
     let mut last_limiter = tokio::time::Instant::now();
@@ -84,6 +85,9 @@ pub async fn upkeep(
         tick.tick().await;
         ops.metrics.run_upkeep();
         metrics::controls(&controls, &tenants);
+        if let Some(f) = &federation {
+            metrics::federation(&f.freshness(), chrono::Utc::now().timestamp());
+        }
         if let Some(d) = &ops.data_dir {
             metrics::store_size(metrics::dir_size(d));
         }

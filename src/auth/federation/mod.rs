@@ -49,6 +49,17 @@ pub struct FederationSettings {
     pub organization_tenants: HashMap<String, TenantId>,
 }
 
+/// The installed metadata's times, and whether it is trusted now.
+#[derive(Debug, Clone, Copy)]
+pub struct Freshness {
+    pub loaded: bool,
+    /// `iat` and `exp` of the installed document (Unix seconds).
+    pub iat: i64,
+    pub exp: i64,
+    /// Loaded and not past `exp` plus the configured grace.
+    pub trusted: bool,
+}
+
 /// The live trust state, shared by the TLS verifier, the request mechanism and the refresher.
 pub struct Federation {
     pub settings: FederationSettings,
@@ -108,6 +119,17 @@ impl Federation {
         self.index.store(Arc::new(idx));
         self.expired_logged.store(false, Ordering::Relaxed);
         Ok(ttl)
+    }
+
+    /// How fresh the installed metadata is (readiness, metrics).
+    pub fn freshness(&self) -> Freshness {
+        let idx = self.index.load();
+        Freshness {
+            loaded: idx.loaded,
+            iat: idx.iat,
+            exp: idx.exp,
+            trusted: idx.loaded && now_secs() < idx.exp + self.settings.expired_grace_secs,
+        }
     }
 
     fn lookup(&self, pin: &str, now: i64) -> Lookup {

@@ -17,6 +17,11 @@ use crate::protocol::ss12000::{self, Ss12000Adapter};
 use crate::store::sled_kv::SledStore;
 use crate::store::Store;
 
+/// Keeps the per-tenant object gauges current from every protocol's writes.
+fn object_gauges() -> crate::domain::service::CountHook {
+    Arc::new(|tenant, kind, delta| crate::ops::metrics::objects_changed(tenant, kind, delta as f64))
+}
+
 /// Opens the store and builds the shared state.
 pub fn build_state(rt: &Runtime) -> Result<Arc<AppState>, String> {
     std::fs::create_dir_all(&rt.data_dir)
@@ -55,7 +60,7 @@ pub fn state_with_store(rt: &Runtime, store: Arc<dyn Store>) -> Result<Arc<AppSt
     );
     Ok(Arc::new(AppState {
         login,
-        provisioning: Provisioning::new(store, controls),
+        provisioning: Provisioning::new(store, controls).with_count_hook(object_gauges()),
         auth,
         egil: EgilAdapter::new()?,
         ss12000,
@@ -91,7 +96,8 @@ fn ss12000_adapter(
     let schemas = Arc::new(ss12000::schema::Schemas::compile()?);
     let retention = chrono::Duration::hours(i64::from(rt.ss12000.job_retention_hours));
     let queue = ss12000::runner::start(ss12000::runner::Runner {
-        provisioning: Provisioning::new(store.clone(), controls.clone()),
+        provisioning: Provisioning::new(store.clone(), controls.clone())
+            .with_count_hook(object_gauges()),
         jobs: Jobs::new(store.clone()),
         schemas: schemas.clone(),
         tenants: rt

@@ -81,14 +81,35 @@ pub struct Page {
     pub items: Vec<StoredObject>,
 }
 
+/// Told how many objects of a kind a tenant gained (+1) or lost (-1) by an accepted write,
+/// whatever protocol made it (the operations room keeps its object gauges with it).
+pub type CountHook = Arc<dyn Fn(&TenantId, Kind, i64) + Send + Sync>;
+
 pub struct Provisioning {
     store: Arc<dyn Store>,
     controls: Arc<Controls>,
+    on_count: Option<CountHook>,
 }
 
 impl Provisioning {
     pub fn new(store: Arc<dyn Store>, controls: Arc<Controls>) -> Self {
-        Self { store, controls }
+        Self {
+            store,
+            controls,
+            on_count: None,
+        }
+    }
+
+    /// Reports every change in the number of stored objects to `hook`.
+    pub fn with_count_hook(mut self, hook: CountHook) -> Self {
+        self.on_count = Some(hook);
+        self
+    }
+
+    fn counted(&self, tenant: &TenantId, kind: Kind, delta: i64) {
+        if let Some(h) = &self.on_count {
+            h(tenant, kind, delta);
+        }
     }
 
     pub fn controls(&self) -> &Arc<Controls> {
@@ -246,10 +267,11 @@ impl Provisioning {
         };
         committed.durable.wait().await?;
         let object = committed.current.ok_or(DomainError::Internal)?;
-        Ok(WriteOutcome {
-            object,
-            created: committed.previous.is_none(),
-        })
+        let created = committed.previous.is_none();
+        if created {
+            self.counted(tenant, sel.kind, 1);
+        }
+        Ok(WriteOutcome { object, created })
     }
 
     /// Deletes an object of type `sel`; `NotFound` if there is none. Returns after the
@@ -300,6 +322,7 @@ impl Provisioning {
             }
         };
         committed.durable.wait().await?;
+        self.counted(&ctx.tenant.id, sel.kind, -1);
         Ok(())
     }
 
@@ -650,5 +673,60 @@ mod tests {
         );
         let changes = svc.store().changes(0, 10).unwrap();
         assert_eq!(changes.len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod count_hook_tests {
+    use super::*;
+    use crate::domain::model::{Entity, Group};
+    use crate::store::memory::MemoryStore;
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn every_create_and_delete_is_counted_once() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::in_memory());
+        let controls = Arc::new(Controls::load(store.clone(), &[]).unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let svc = Provisioning::new(store, controls).with_count_hook(Arc::new(move |t, k, d| {
+            log.lock().unwrap().push((t.to_string(), k, d));
+        }));
+        let ctx = WriteContext {
+            tenant: Arc::new(Tenant {
+                id: TenantId::parse("a").unwrap(),
+                name: "A".into(),
+                organisation_number: None,
+                eppn_scopes: vec![],
+                civic_no_policy: CivicNoPolicy::Warn,
+                ss12000_profile: Default::default(),
+            }),
+            protocol: Protocol::Ss12000Push,
+            credential: "k".into(),
+            now: Utc::now(),
+        };
+        let g = || Incoming {
+            id: "g1".into(),
+            entity: Entity::Group(Group {
+                display_name: "g".into(),
+                group_type: None,
+                school_type: None,
+                owner: "o".into(),
+                members: vec![],
+            }),
+            raw: "{}".into(),
+        };
+        let sel = TypeSel::of(Kind::Group);
+        svc.write(&ctx, sel, WriteMode::Upsert, g()).await.unwrap();
+        svc.write(&ctx, sel, WriteMode::Upsert, g()).await.unwrap(); // an update: not counted
+        svc.delete(&ctx, sel, "g1").await.unwrap();
+        assert!(svc.delete(&ctx, sel, "g1").await.is_err()); // refused: not counted
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                ("a".to_string(), Kind::Group, 1),
+                ("a".to_string(), Kind::Group, -1)
+            ]
+        );
     }
 }

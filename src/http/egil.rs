@@ -170,7 +170,6 @@ async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse> {
     let (principal, t, parsed) = read_resource(&state, &req, &path, payload).await?;
-    let tenant = principal.tenant.id.clone();
     let out = state
         .provisioning
         .write(
@@ -180,7 +179,6 @@ async fn create(
             parsed.incoming,
         )
         .await?;
-    crate::ops::metrics::objects_changed(&tenant, t.sel().kind, 1.0);
     let base = egil_base(&state, &req);
     let rendered = render::resource(t, &out.object, &base);
     let mut res = scim(StatusCode::CREATED, &rendered);
@@ -199,7 +197,6 @@ async fn put_parsed(
     principal: Principal,
     parsed: wire::Parsed,
 ) -> Result<HttpResponse> {
-    let tenant = principal.tenant.id.clone();
     let out = state
         .provisioning
         .write(
@@ -209,9 +206,6 @@ async fn put_parsed(
             parsed.incoming,
         )
         .await?;
-    if out.created {
-        crate::ops::metrics::objects_changed(&tenant, t.sel().kind, 1.0);
-    }
     // The EGIL client accepts only 200 on PUT, also when the PUT created the object.
     Ok(scim(
         StatusCode::OK,
@@ -259,12 +253,10 @@ async fn delete(
     let (type_name, id) = path.into_inner();
     let t = resource_type_of(&type_name)?;
     let id = url_id(&id)?;
-    let tenant = principal.tenant.id.clone();
     state
         .provisioning
         .delete(&context(principal), t.sel(), &id)
         .await?;
-    crate::ops::metrics::objects_changed(&tenant, t.sel().kind, -1.0);
     Ok(HttpResponse::NoContent().finish())
 }
 

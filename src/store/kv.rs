@@ -426,30 +426,8 @@ impl<B: Kv> Store for KvStore<B> {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<StoredObject>, StoreError> {
-        let mut out = Vec::new();
-        let mut err = None;
-        let mut skipped = 0usize;
-        if limit == 0 {
-            return Ok(out);
-        }
-        self.kv.scan(&object_prefix(tenant, kind), &mut |_, v| {
-            if skipped < offset {
-                skipped += 1;
-                return true;
-            }
-            match decode_object(v) {
-                Ok(o) => out.push(o),
-                Err(e) => {
-                    err = Some(e);
-                    return false;
-                }
-            }
-            out.len() < limit
-        })?;
-        match err {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        let prefix = object_prefix(tenant, kind);
+        collect_decoded(&self.kv, &prefix, None, offset, limit, decode_object)
     }
 
     fn find_eppn(&self, eppn: &str) -> Result<Option<(TenantId, String)>, StoreError> {
@@ -565,32 +543,8 @@ impl<B: Kv> Store for KvStore<B> {
         limit: usize,
     ) -> Result<Vec<StoredObject>, StoreError> {
         let prefix = object_prefix(tenant, kind);
-        let mut out = Vec::new();
-        let mut err = None;
-        if limit == 0 {
-            return Ok(out);
-        }
-        let mut f = |_: &[u8], v: &[u8]| {
-            match decode_object(v) {
-                Ok(o) => out.push(o),
-                Err(e) => {
-                    err = Some(e);
-                    return false;
-                }
-            }
-            out.len() < limit
-        };
-        match after {
-            Some(a) => {
-                let start = object_key(tenant, kind, a);
-                self.kv.scan_after(&prefix, &start, &mut f)?;
-            }
-            None => self.kv.scan(&prefix, &mut f)?,
-        }
-        match err {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        let start = after.map(|a| object_key(tenant, kind, a));
+        collect_decoded(&self.kv, &prefix, start.as_deref(), 0, limit, decode_object)
     }
 
     fn put_job(&self, header: &JobHeader, items: &[String]) -> Result<Durable, StoreError> {
@@ -739,22 +693,7 @@ impl<B: Kv> Store for KvStore<B> {
     }
 
     fn list_jobs(&self) -> Result<Vec<JobHeader>, StoreError> {
-        let mut out = Vec::new();
-        let mut err = None;
-        self.kv.scan(b"jh/", &mut |_, v| {
-            match decode(v) {
-                Ok(h) => out.push(h),
-                Err(e) => {
-                    err = Some(e);
-                    return false;
-                }
-            }
-            true
-        })?;
-        match err {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        collect_decoded(&self.kv, b"jh/", None, 0, usize::MAX, decode)
     }
 
     fn delete_job(&self, tenant: &TenantId, id: &str) -> Result<Durable, StoreError> {
@@ -856,12 +795,31 @@ fn collect_after<B: Kv, T: serde::de::DeserializeOwned>(
 ) -> Result<Vec<T>, StoreError> {
     let mut start = prefix.clone();
     start.extend_from_slice(format!("{after:016x}").as_bytes());
+    collect_decoded(kv, &prefix, Some(&start), 0, limit, decode)
+}
+
+/// The decoded values of the entries under `prefix` (after `after`, if given), skipping
+/// the first `skip`, at most `limit`, in key order. A value that does not decode ends the
+/// scan with its error.
+fn collect_decoded<B: Kv, T>(
+    kv: &B,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    skip: usize,
+    limit: usize,
+    decode: impl Fn(&[u8]) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
     let mut out = Vec::new();
-    let mut err = None;
     if limit == 0 {
         return Ok(out);
     }
-    kv.scan_after(&prefix, &start, &mut |_, v| {
+    let mut err = None;
+    let mut skipped = 0usize;
+    let mut f = |_: &[u8], v: &[u8]| {
+        if skipped < skip {
+            skipped += 1;
+            return true;
+        }
         match decode(v) {
             Ok(t) => out.push(t),
             Err(e) => {
@@ -870,9 +828,10 @@ fn collect_after<B: Kv, T: serde::de::DeserializeOwned>(
             }
         }
         out.len() < limit
-    })?;
-    match err {
-        Some(e) => Err(e),
-        None => Ok(out),
+    };
+    match after {
+        Some(a) => kv.scan_after(prefix, a, &mut f)?,
+        None => kv.scan(prefix, &mut f)?,
     }
+    err.map_or(Ok(out), Err)
 }

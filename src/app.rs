@@ -26,12 +26,13 @@ fn object_gauges() -> crate::domain::service::CountHook {
 pub fn build_state(rt: &Runtime) -> Result<Arc<AppState>, String> {
     std::fs::create_dir_all(&rt.data_dir)
         .map_err(|e| format!("server.data_dir {}: {e}", rt.data_dir.display()))?;
-    let store = SledStore::open_dir_with_cache(&rt.data_dir, rt.cache_bytes).map_err(|e| {
-        format!(
-            "server.data_dir {}: cannot open the store: {e}",
-            rt.data_dir.display()
-        )
-    })?;
+    let store = SledStore::open_dir_with_caches(&rt.data_dir, rt.cache_bytes, rt.model_cache_bytes)
+        .map_err(|e| {
+            format!(
+                "server.data_dir {}: cannot open the store: {e}",
+                rt.data_dir.display()
+            )
+        })?;
     let store: Arc<dyn Store> = Arc::new(store);
     state_with_store(rt, store)
 }

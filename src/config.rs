@@ -128,6 +128,11 @@ pub struct ServerConfig {
     #[serde(default)]
     #[validate(range(min = 8, max = 65536))]
     pub cache_mb: Option<u64>,
+    /// The cache of decoded objects the login API reads (groups, activities, duties,
+    /// school units shared by many logins) in MiB (default 32; 0 turns it off).
+    #[serde(default)]
+    #[validate(range(max = 65536))]
+    pub model_cache_mb: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Validate)]
@@ -388,6 +393,8 @@ pub struct Runtime {
     pub workers: Option<usize>,
     /// The store's page cache in bytes.
     pub cache_bytes: u64,
+    /// The store's decoded-object cache in bytes.
+    pub model_cache_bytes: u64,
     pub max_body_bytes: usize,
     pub log: LogConfig,
     pub tenants: Vec<Arc<Tenant>>,
@@ -419,6 +426,7 @@ pub fn embedded_defaults(demo_key: &str) -> Config {
             public_base_url: None,
             workers: None,
             cache_mb: None,
+            model_cache_mb: None,
         },
         limits: LimitsConfig::default(),
         log: LogConfig::default(),
@@ -639,6 +647,12 @@ fn to_runtime(cfg: Config) -> Result<Runtime, ConfigError> {
             .server
             .cache_mb
             .map_or(crate::store::sled_kv::DEFAULT_CACHE_BYTES, |m| {
+                m * 1024 * 1024
+            }),
+        model_cache_bytes: cfg
+            .server
+            .model_cache_mb
+            .map_or(crate::store::kv::DEFAULT_MODEL_CACHE_BYTES, |m| {
                 m * 1024 * 1024
             }),
         max_body_bytes: cfg.limits.max_body_bytes,

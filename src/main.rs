@@ -9,6 +9,11 @@ use tracing_subscriber::EnvFilter;
 
 use skolgrind::config::{self, LogFormat, Runtime, DEMO_KEY_ENV};
 
+/// mimalloc instead of the system allocator: the store decodes many small values per
+/// request, and glibc malloc spent a third of a login storm in its own bookkeeping.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "skolgrind",

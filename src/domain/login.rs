@@ -257,8 +257,8 @@ impl Reader<'_> {
         id: &str,
         from: (Kind, &str),
     ) -> Result<Option<Entity>, DomainError> {
-        match self.store.get(self.tenant, kind, id)? {
-            Some(o) if o.kind() == kind => Ok(Some(o.entity)),
+        match self.store.get_model(self.tenant, kind, id)? {
+            Some(o) if o.kind() == kind => Ok(Some(o.entity.clone())),
             _ => {
                 self.warnings.insert(Warning {
                     kind,
@@ -465,7 +465,7 @@ impl LoginService {
         let Ok((_, binding)) = self.active_tenant(&tenant_id) else {
             return Ok(Err(NoMatch::TenantSuspended));
         };
-        let Some(person_obj) = self.store.get(&tenant_id, Kind::Person, &person_id)? else {
+        let Some(person_obj) = self.store.get_model(&tenant_id, Kind::Person, &person_id)? else {
             // The index and the object are written together; a miss is a concurrent delete.
             return Ok(Err(NoMatch::Unknown));
         };
@@ -519,19 +519,19 @@ impl LoginService {
         &self,
         tenant_id: &TenantId,
         person_id: &str,
-        obj: Option<crate::domain::StoredObject>,
+        obj: Option<Arc<crate::domain::ObjectModel>>,
     ) -> Result<Option<Account>, DomainError> {
         let Ok((tenant, _)) = self.active_tenant(tenant_id) else {
             return Ok(None);
         };
         let obj = match obj {
             Some(o) => o,
-            None => match self.store.get(tenant_id, Kind::Person, person_id)? {
+            None => match self.store.get_model(tenant_id, Kind::Person, person_id)? {
                 Some(o) => o,
                 None => return Ok(None),
             },
         };
-        let Entity::Person(person) = obj.entity else {
+        let Entity::Person(person) = obj.entity.clone() else {
             return Ok(None);
         };
         let store = &*self.store;
@@ -550,8 +550,14 @@ impl LoginService {
                 .or_default()
                 .insert(Role::Pupil);
         }
+        let mine = store.links_from(tenant_id, person_id)?;
+        let mine = |link: Link| {
+            mine.iter()
+                .filter(move |(l, _)| *l == link)
+                .map(|(_, to)| to.clone())
+        };
         let mut duties = Vec::new();
-        for d in store.linked(tenant_id, Link::PersonDuties, person_id)? {
+        for d in mine(Link::PersonDuties) {
             if let Some(duty) = r.duty(&d, me)? {
                 let role = Role::of_duty(&duty.role);
                 roles.insert(role);
@@ -565,7 +571,7 @@ impl LoginService {
         // Groups the person is a member of, then activities of those groups (as a pupil)
         // and activities taught through a duty (as a teacher, with their groups).
         let mut groups: BTreeMap<String, GroupView> = BTreeMap::new();
-        for g in store.linked(tenant_id, Link::PersonGroups, person_id)? {
+        for g in mine(Link::PersonGroups) {
             if let Some(group) = r.group(&g, me)? {
                 groups.insert(
                     g.clone(),
@@ -738,11 +744,11 @@ impl LoginService {
         let mut teachers = Vec::new();
         for d in &act.teachers {
             let t = r.teacher(d, from)?;
-            let person = match r.store.get(r.tenant, Kind::Duty, d)? {
-                Some(o) => match o.entity {
+            let person = match r.store.get_model(r.tenant, Kind::Duty, d)? {
+                Some(o) => match &o.entity {
                     Entity::Duty(Duty {
                         person: Some(p), ..
-                    }) => r.member(&p, (Kind::Duty, d))?,
+                    }) => r.member(p, (Kind::Duty, d))?,
                     _ => None,
                 },
                 None => None,

@@ -15,7 +15,7 @@ pub mod tenant;
 pub use controls::{Controls, GlobalControls, Suspension, TenantControls};
 pub use error::{ConflictKind, DomainError, RuleId, Violation};
 pub use login::{LoginBinding, LoginService};
-pub use model::{Entity, Kind, Meta, OrgType, Protocol, StoredObject};
+pub use model::{Entity, Kind, Meta, ObjectModel, OrgType, Protocol, StoredObject};
 pub use product::{Product, ProductId};
 pub use service::{Provisioning, WriteContext, WriteOutcome};
 pub use tenant::{CivicNoPolicy, Ss12000Profile, Tenant, TenantId};

@@ -291,9 +291,27 @@ pub struct StoredObject {
     pub id: String,
     pub entity: Entity,
     pub meta: Meta,
+    /// Stored under its own key (see `store::kv`), so reads that only need the model do not
+    /// carry it; values written before that held it inline, hence the default.
+    #[serde(default, skip_serializing)]
     pub raw: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<Flag>,
+}
+
+/// The part of a stored object the read side (login API) needs: the canonical entity and
+/// its bookkeeping, without the document as sent. Shared (`Arc`) because the store caches
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ObjectModel {
+    pub entity: Entity,
+    pub meta: Meta,
+}
+
+impl ObjectModel {
+    pub fn kind(&self) -> Kind {
+        self.entity.kind()
+    }
 }
 
 impl StoredObject {

@@ -188,6 +188,7 @@ pub async fn run(s: Arc<dyn Store>) {
     s.flush().unwrap();
     jobs(&*s).await;
     relations(&*s).await;
+    models(&*s).await;
 }
 
 /// Bulk jobs: stored with their items and queued in acceptance order; marks are written
@@ -524,6 +525,160 @@ async fn relations(s: &dyn Store) {
         s.find_external_id("https://eduid.se", "abc@eduid.se")
             .unwrap(),
         vec![(b.clone(), "pz".to_string())]
+    );
+}
+
+/// The cached model follows every write of its object.
+async fn models(s: &dyn Store) {
+    let a = t("m");
+    assert!(s.get_model(&a, Kind::Person, "q1").unwrap().is_none());
+    put(s, person(&a, "q1", "q1@m.se", None)).await.unwrap();
+    let eppns = |s: &dyn Store| match s.get_model(&a, Kind::Person, "q1").unwrap() {
+        Some(m) => match &m.entity {
+            Entity::Person(p) => p.eppns.clone(),
+            _ => panic!("not a person"),
+        },
+        None => vec![],
+    };
+    assert_eq!(eppns(s), vec!["q1@m.se"]);
+    // Cached now; an update must not be hidden by the cache.
+    put(s, person(&a, "q1", "q1b@m.se", None)).await.unwrap();
+    assert_eq!(eppns(s), vec!["q1b@m.se"]);
+    let m = s.get_model(&a, Kind::Person, "q1").unwrap().unwrap();
+    assert_eq!(m.meta, s.get(&a, Kind::Person, "q1").unwrap().unwrap().meta);
+    del(s, &a, Kind::Person, "q1").await.unwrap();
+    assert!(eppns(s).is_empty());
+    // The document as sent is not part of the model but survives in the full object.
+    put(s, person(&a, "q2", "q2@m.se", None)).await.unwrap();
+    let page = s.page(&a, Kind::Person, 0, 10).unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].raw, "{\"x\":1}");
+    assert_eq!(s.page_after(&a, Kind::Person, None, 10).unwrap(), page);
+}
+
+/// A reader that read an object just before a write and fills the cache just after it
+/// must not leave the old model behind: the engine below pauses the reader between its
+/// read and its cache insert while the write happens.
+#[tokio::test]
+async fn model_cache_never_keeps_a_stale_model() {
+    use super::kv::{Kv, KvOp, KvStore};
+    use super::memory::MemoryKv;
+    use std::sync::mpsc::{channel, Receiver, Sender};
+    use std::sync::Mutex;
+
+    type Gate = (std::thread::ThreadId, Sender<()>, Receiver<()>);
+    #[derive(Default)]
+    struct GatedKv {
+        inner: MemoryKv,
+        gate: Mutex<Option<Gate>>,
+    }
+    impl Kv for GatedKv {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, super::StoreError> {
+            let v = self.inner.get(key);
+            let mut gate = self.gate.lock().unwrap();
+            if gate
+                .as_ref()
+                .is_some_and(|g| g.0 == std::thread::current().id())
+            {
+                let (_, read, go) = gate.take().unwrap();
+                drop(gate);
+                read.send(()).unwrap();
+                go.recv().unwrap();
+            }
+            v
+        }
+        fn scan(
+            &self,
+            prefix: &[u8],
+            f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+        ) -> Result<(), super::StoreError> {
+            self.inner.scan(prefix, f)
+        }
+        fn scan_after(
+            &self,
+            prefix: &[u8],
+            after: &[u8],
+            f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+        ) -> Result<(), super::StoreError> {
+            self.inner.scan_after(prefix, after, f)
+        }
+        fn apply(&self, ops: Vec<KvOp>) -> Result<(), super::StoreError> {
+            self.inner.apply(ops)
+        }
+        fn next_seq(&self) -> Result<u64, super::StoreError> {
+            self.inner.next_seq()
+        }
+        fn durable(&self) -> super::Durable {
+            self.inner.durable()
+        }
+        fn flush(&self) -> Result<(), super::StoreError> {
+            self.inner.flush()
+        }
+    }
+
+    let s = Arc::new(KvStore::new(GatedKv::default()));
+    let a = t("a");
+    let named = |n: &str| {
+        let mut p = person(&a, "p1", "p@k.se", None);
+        if let Entity::Person(x) = &mut p.entity {
+            x.display_name = Some(n.into());
+        }
+        p
+    };
+    put(&*s, named("old")).await.unwrap();
+    let (read_tx, read_rx) = channel();
+    let (go_tx, go_rx) = channel();
+    let (start_tx, start_rx) = channel::<()>();
+    let reader = {
+        let (s, a) = (s.clone(), a.clone());
+        std::thread::spawn(move || {
+            start_rx.recv().unwrap();
+            s.get_model(&a, Kind::Person, "p1").unwrap()
+        })
+    };
+    *s.engine().gate.lock().unwrap() = Some((reader.thread().id(), read_tx, go_rx));
+    start_tx.send(()).unwrap();
+    read_rx.recv().unwrap();
+    // The reader holds the old value; the write lands before it fills the cache.
+    put(&*s, named("new")).await.unwrap();
+    go_tx.send(()).unwrap();
+    let seen = reader.join().unwrap().unwrap();
+    assert!(matches!(&seen.entity, Entity::Person(p) if p.display_name.as_deref() == Some("old")));
+    let m = s.get_model(&a, Kind::Person, "p1").unwrap().unwrap();
+    assert!(matches!(&m.entity, Entity::Person(p) if p.display_name.as_deref() == Some("new")));
+}
+
+/// Values of format version 1 held the document inline; opening such a store moves it to
+/// its own key and both reads keep working.
+#[tokio::test]
+async fn version_one_values_are_migrated() {
+    use super::kv::Kv;
+    let s = super::memory::MemoryStore::in_memory();
+    let a = t("a");
+    let mut o = person(&a, "p1", "x@k.se", None);
+    o.raw = "{\"old\":true}".into();
+    let mut v1 = vec![1u8];
+    let mut json = serde_json::to_value(&o).unwrap();
+    json["raw"] = serde_json::Value::String(o.raw.clone());
+    serde_json::to_writer(&mut v1, &json).unwrap();
+    s.engine()
+        .apply(vec![(b"o/a/person/p1".to_vec(), Some(v1))])
+        .unwrap();
+    assert_eq!(s.get(&a, Kind::Person, "p1").unwrap().unwrap().raw, o.raw);
+    assert!(s.get_model(&a, Kind::Person, "p1").unwrap().is_some());
+    s.ensure_indexes().unwrap();
+    assert_eq!(
+        s.engine().get(b"r/a/person/p1").unwrap(),
+        Some(o.raw.clone().into_bytes())
+    );
+    let after = s.get(&a, Kind::Person, "p1").unwrap().unwrap();
+    assert_eq!(after.raw, o.raw);
+    assert_eq!(after.entity, o.entity);
+    assert_eq!(
+        s.find_gateway_id(&gateway_id(&a, Kind::Person, "p1"))
+            .unwrap()
+            .map(|x| x.2),
+        Some("p1".into())
     );
 }
 

@@ -6,7 +6,8 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `o/` | `o/{tenant}/{kind}/{id}` | version byte + JSON [`StoredObject`] |
+//! | `o/` | `o/{tenant}/{kind}/{id}` | version byte + JSON [`StoredObject`] without `raw` |
+//! | `r/` | `r/{tenant}/{kind}/{id}` | the object's document as sent (`raw`) |
 //! | `e/` | `e/{eppn}` | `{tenant}/{person id}` (global: EPPNs are unique across tenants) |
 //! | `c/` | `c/{tenant}/{civic no}/{person id}` | empty |
 //! | `f/` | `f/{seq:016x}` | JSON [`ChangeRecord`] |
@@ -20,28 +21,72 @@
 //! | `q/` | `q/{seq:016x}/{tenant}/{job}` | queued (unfinished) job, in acceptance order |
 //! | `g/` | `g/{gateway id}` | `{tenant}/{kind}/{id}` (global: see [`gateway_id`]) |
 //! | `x/` | `x/{context}\0{value}\0{tenant}/{person id}` | empty (external identifiers) |
-//! | `l/` | `l/{tenant}/{link}/{from id}/{to id}` | empty (read-side relations, [`Link`]) |
+//! | `l/` | `l/{tenant}/{from id}/{link}/{to id}` | empty (read-side relations, [`Link`]; all links from one id are adjacent, so one scan reads them) |
 //!
 //! Ids in keys are the stored ids (lower-case UUIDs from the adapters), so they never
 //! contain `/`; contexts and values of external identifiers may, hence the `\0`
 //! separators. Every index entry is derived from one object and is written in the same
 //! atomic batch as that object: the index keys of the previous version that the new
 //! version no longer has are removed, the new ones added.
+//!
+//! Object values are kept small (the document as sent lives under `r/`) because the login
+//! API reads many of them per request; decoded models are also kept in a bounded cache
+//! ([`KvStore::get_model`]) that every object write invalidates.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use std::collections::BTreeSet;
 
 use super::{
-    AuditRecord, ChangeRecord, Committed, Decide, Decision, Durable, Link, Op, Store, StoreError,
-    WriteEvent,
+    AuditRecord, ChangeRecord, Committed, Decide, Decision, Durable, Link, Links, Op, Store,
+    StoreError, WriteEvent,
 };
 use crate::domain::jobs::{ItemResult, JobHeader, JobMark};
 use crate::domain::model::gateway_id;
-use crate::domain::{ConflictKind, DomainError, Entity, Kind, StoredObject, TenantId};
+use crate::domain::{ConflictKind, DomainError, Entity, Kind, ObjectModel, StoredObject, TenantId};
 
-/// Format version of stored object values.
-const VALUE_VERSION: u8 = 1;
+/// Format version of stored object values: 2 keeps `raw` under its own key; 1 (still
+/// read) held it inline.
+const VALUE_VERSION: u8 = 2;
+const VALUE_VERSION_RAW_INLINE: u8 = 1;
+
+/// Default weight of the decoded-model cache in bytes (of encoded values).
+pub const DEFAULT_MODEL_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// What the read cache holds: decoded object models by object key (`o/…`) and the
+/// relations from an id by link prefix (`l/{tenant}/{from}/`).
+#[derive(Clone)]
+enum Cached {
+    Model(Arc<ObjectModel>),
+    Links(Links),
+}
+
+type ModelCache = quick_cache::sync::Cache<Vec<u8>, Cached, ModelWeight>;
+
+#[derive(Clone)]
+struct ModelWeight;
+
+impl quick_cache::Weighter<Vec<u8>, Cached> for ModelWeight {
+    fn weight(&self, key: &Vec<u8>, value: &Cached) -> u64 {
+        // A cheap estimate: the key, the struct and a share per referenced id.
+        let (size, ids) = match value {
+            Cached::Model(m) => (
+                std::mem::size_of::<ObjectModel>(),
+                match &m.entity {
+                    Entity::Group(g) => g.members.len(),
+                    Entity::Activity(a) => {
+                        a.groups.len() + a.teachers.len() + a.parent_activities.len()
+                    }
+                    Entity::Person(p) => p.eppns.len() + p.emails.len() + 2 * p.enrolments.len(),
+                    Entity::Duty(_) | Entity::OrgUnit(_) => 2,
+                },
+            ),
+            Cached::Links(l) => (32, l.len()),
+        };
+        (key.len() + size + 48 * ids) as u64
+    }
+}
 
 /// One write of a batch: `None` deletes the key.
 pub type KvOp = (Vec<u8>, Option<Vec<u8>>);
@@ -75,14 +120,94 @@ pub trait Kv: Send + Sync + 'static {
 pub struct KvStore<B: Kv> {
     kv: B,
     write_lock: Mutex<()>,
+    models: ModelCache,
+    /// Bumped after every applied object write, before its cache entry is dropped; a
+    /// reader that filled the cache across a bump drops its entry again (see `get_model`).
+    generation: AtomicU64,
 }
 
 impl<B: Kv> KvStore<B> {
     pub fn new(kv: B) -> Self {
+        Self::with_model_cache(kv, DEFAULT_MODEL_CACHE_BYTES)
+    }
+
+    /// With a decoded-model cache of about `bytes` (0 turns it off).
+    pub fn with_model_cache(kv: B, bytes: u64) -> Self {
+        // quick_cache wants an item estimate for sizing its tables: ~300 bytes per model.
+        let items = usize::try_from(bytes / 300).unwrap_or(usize::MAX).max(1);
         Self {
             kv,
             write_lock: Mutex::new(()),
+            models: ModelCache::with_weighter(items, bytes.max(1), ModelWeight),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// Drops cached entries after a write changed them (call after the write is applied):
+    /// the object's model and the relation lists of every link key written.
+    fn invalidate(&self, ops: &[KvOp]) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        for (k, _) in ops {
+            if k.starts_with(b"o/") {
+                self.models.remove(k.as_slice());
+            } else if k.starts_with(b"l/") {
+                if let Some(prefix) = links_prefix_of(k) {
+                    self.models.remove(prefix);
+                }
+            }
+        }
+    }
+
+    /// Reads through the cache: `load` runs on a miss and its value is cached unless a
+    /// write was applied meanwhile (then the write may have dropped its entry before we
+    /// inserted the old value; a later read refills it).
+    fn cached(
+        &self,
+        key: Vec<u8>,
+        load: impl FnOnce(&B) -> Result<Option<Cached>, StoreError>,
+    ) -> Result<Option<Cached>, StoreError> {
+        if let Some(v) = self.models.get(&key) {
+            return Ok(Some(v));
+        }
+        let before = self.generation.load(Ordering::SeqCst);
+        let Some(v) = load(&self.kv)? else {
+            return Ok(None);
+        };
+        self.models.insert(key.clone(), v.clone());
+        if self.generation.load(Ordering::SeqCst) != before {
+            self.models.remove(&key);
+        }
+        Ok(Some(v))
+    }
+
+    /// Fills `raw` of objects decoded from a version-2 value.
+    fn with_raw(&self, mut o: StoredObject, inline: bool) -> Result<StoredObject, StoreError> {
+        if !inline {
+            let raw = self
+                .kv
+                .get(&raw_key(&o.tenant, o.kind(), &o.id))?
+                .unwrap_or_default();
+            o.raw = String::from_utf8(raw).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        }
+        Ok(o)
+    }
+
+    fn decode_full(&self, v: &[u8]) -> Result<StoredObject, StoreError> {
+        let (o, inline) = decode_object(v)?;
+        self.with_raw(o, inline)
+    }
+
+    fn collect_objects(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Vec<StoredObject>, StoreError> {
+        collect_decoded(&self.kv, prefix, after, skip, limit, decode_object)?
+            .into_iter()
+            .map(|(o, inline)| self.with_raw(o, inline))
+            .collect()
     }
 
     pub fn engine(&self) -> &B {
@@ -113,7 +238,11 @@ impl<B: Kv> KvStore<B> {
     ) -> Result<Committed, DomainError> {
         let key = object_key(tenant, kind, id);
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let previous = self.kv.get(&key)?.map(|v| decode_object(&v)).transpose()?;
+        let previous = self
+            .kv
+            .get(&key)?
+            .map(|v| self.decode_full(&v))
+            .transpose()?;
         let decision = decide(previous.as_ref())?;
         let mut ops: Vec<KvOp> = Vec::new();
         let current = match decision {
@@ -158,9 +287,16 @@ impl<B: Kv> KvStore<B> {
             (Some(_), Some(_)) => Op::Update,
             (_, None) => Op::Delete,
         };
+        let raw = raw_key(tenant, kind, id);
         match &current {
-            Some(o) => ops.push((key, Some(encode_object(o)?))),
-            None => ops.push((key, None)),
+            Some(o) => {
+                ops.push((key.clone(), Some(encode_object(o)?)));
+                ops.push((raw, Some(o.raw.clone().into_bytes())));
+            }
+            None => {
+                ops.push((key.clone(), None));
+                ops.push((raw, None));
+            }
         }
         let seq = self.kv.next_seq()?;
         let change = ChangeRecord {
@@ -195,7 +331,13 @@ impl<B: Kv> KvStore<B> {
             v.extend_from_slice(&m.payload);
             ops.push((job_key(tenant, &m.job, 'm', m.index), Some(v)));
         }
+        let touched: Vec<KvOp> = ops
+            .iter()
+            .filter(|(k, _)| k.starts_with(b"o/") || k.starts_with(b"l/"))
+            .map(|(k, _)| (k.clone(), None))
+            .collect();
         self.kv.apply(ops)?;
+        self.invalidate(&touched);
         drop(_guard);
         Ok(Committed {
             previous,
@@ -211,6 +353,10 @@ fn object_prefix(tenant: &TenantId, kind: Kind) -> Vec<u8> {
 
 fn object_key(tenant: &TenantId, kind: Kind, id: &str) -> Vec<u8> {
     format!("o/{}/{}/{}", tenant, kind.as_str(), id).into_bytes()
+}
+
+fn raw_key(tenant: &TenantId, kind: Kind, id: &str) -> Vec<u8> {
+    format!("r/{}/{}/{}", tenant, kind.as_str(), id).into_bytes()
 }
 
 fn job_header_key(tenant: &TenantId, job: &str) -> Vec<u8> {
@@ -252,8 +398,19 @@ fn external_prefix(context: &str, value: &str) -> Vec<u8> {
     k
 }
 
+fn links_prefix(tenant: &TenantId, from: &str) -> Vec<u8> {
+    format!("l/{tenant}/{from}/").into_bytes()
+}
+
 fn link_prefix(tenant: &TenantId, link: Link, from: &str) -> Vec<u8> {
-    format!("l/{tenant}/{}/{from}/", link.as_str()).into_bytes()
+    format!("l/{tenant}/{from}/{}/", link.as_str()).into_bytes()
+}
+
+/// `l/{tenant}/{from}/` of a link key `l/{tenant}/{from}/{link}/{to}`.
+fn links_prefix_of(key: &[u8]) -> Option<&[u8]> {
+    let mut slashes = key.iter().enumerate().filter(|(_, b)| **b == b'/');
+    let (third, _) = slashes.nth(2)?;
+    Some(&key[..=third])
 }
 
 /// The keys of the read-side indexes one object contributes (all with empty values except
@@ -317,8 +474,9 @@ fn derived_ops(previous: Option<&StoredObject>, current: Option<&StoredObject>) 
 }
 
 /// Index-layout version kept under `s/store/index_version`; [`KvStore::ensure_indexes`]
-/// rebuilds the derived indexes of data written by an older version.
-const INDEX_VERSION: &[u8] = b"2";
+/// rebuilds the derived indexes of data written by an older version (3: object values
+/// without the inline document; 4: relations keyed by their source id first).
+const INDEX_VERSION: &[u8] = b"4";
 const INDEX_VERSION_KEY: &[u8] = b"s/store/index_version";
 
 impl<B: Kv> KvStore<B> {
@@ -329,11 +487,35 @@ impl<B: Kv> KvStore<B> {
             return Ok(());
         }
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Relations are rebuilt from the objects, so older layouts of them are dropped.
+        let mut stale: Vec<KvOp> = Vec::new();
+        self.kv.scan(b"l/", &mut |k, _| {
+            stale.push((k.to_vec(), None));
+            true
+        })?;
+        for chunk in stale.chunks(10_000) {
+            self.kv.apply(chunk.to_vec())?;
+        }
+        self.models.clear();
         let mut ops: Vec<KvOp> = Vec::new();
         let mut err = None;
-        self.kv.scan(b"o/", &mut |_, v| match decode_object(v) {
-            Ok(o) => {
+        self.kv.scan(b"o/", &mut |k, v| match decode_object(v) {
+            Ok((o, inline)) => {
                 ops.extend(derived_ops(None, Some(&o)));
+                if inline {
+                    // Version 1 value: move the document to its own key.
+                    match encode_object(&o) {
+                        Ok(value) => ops.push((k.to_vec(), Some(value))),
+                        Err(e) => {
+                            err = Some(e);
+                            return false;
+                        }
+                    }
+                    ops.push((
+                        raw_key(&o.tenant, o.kind(), &o.id),
+                        Some(o.raw.into_bytes()),
+                    ));
+                }
                 true
             }
             Err(e) => {
@@ -354,23 +536,37 @@ impl<B: Kv> KvStore<B> {
             INDEX_VERSION_KEY.to_vec(),
             Some(INDEX_VERSION.to_vec()),
         )])?;
+        self.models.clear();
         self.kv.flush()
     }
 }
 
+/// The object value: version byte + JSON without `raw` (which goes under `r/`).
 fn encode_object(o: &StoredObject) -> Result<Vec<u8>, StoreError> {
     let mut v = vec![VALUE_VERSION];
     serde_json::to_writer(&mut v, o).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(v)
 }
 
-fn decode_object(v: &[u8]) -> Result<StoredObject, StoreError> {
+/// The JSON part of an object value, and whether `raw` is inline (version 1).
+fn object_json(v: &[u8]) -> Result<(&[u8], bool), StoreError> {
     match v.split_first() {
-        Some((&VALUE_VERSION, rest)) => {
-            serde_json::from_slice(rest).map_err(|e| StoreError::Corrupt(e.to_string()))
-        }
+        Some((&VALUE_VERSION, rest)) => Ok((rest, false)),
+        Some((&VALUE_VERSION_RAW_INLINE, rest)) => Ok((rest, true)),
         _ => Err(StoreError::Corrupt("unknown value version".into())),
     }
+}
+
+/// Decodes an object value; `raw` is filled only when it was inline (see `with_raw`).
+fn decode_object(v: &[u8]) -> Result<(StoredObject, bool), StoreError> {
+    let (json, inline) = object_json(v)?;
+    let o = serde_json::from_slice(json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok((o, inline))
+}
+
+fn decode_model(v: &[u8]) -> Result<ObjectModel, StoreError> {
+    let (json, _) = object_json(v)?;
+    serde_json::from_slice(json).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn encode<T: serde::Serialize>(t: &T) -> Result<Vec<u8>, StoreError> {
@@ -406,8 +602,26 @@ impl<B: Kv> Store for KvStore<B> {
     ) -> Result<Option<StoredObject>, StoreError> {
         self.kv
             .get(&object_key(tenant, kind, id))?
-            .map(|v| decode_object(&v))
+            .map(|v| self.decode_full(&v))
             .transpose()
+    }
+
+    fn get_model(
+        &self,
+        tenant: &TenantId,
+        kind: Kind,
+        id: &str,
+    ) -> Result<Option<Arc<ObjectModel>>, StoreError> {
+        let key = object_key(tenant, kind, id);
+        let found = self.cached(key.clone(), |kv| match kv.get(&key)? {
+            Some(v) => Ok(Some(Cached::Model(Arc::new(decode_model(&v)?)))),
+            None => Ok(None),
+        })?;
+        match found {
+            Some(Cached::Model(m)) => Ok(Some(m)),
+            Some(Cached::Links(_)) => Err(StoreError::Corrupt("cache entry kind".into())),
+            None => Ok(None),
+        }
     }
 
     fn count(&self, tenant: &TenantId, kind: Kind) -> Result<usize, StoreError> {
@@ -427,7 +641,7 @@ impl<B: Kv> Store for KvStore<B> {
         limit: usize,
     ) -> Result<Vec<StoredObject>, StoreError> {
         let prefix = object_prefix(tenant, kind);
-        collect_decoded(&self.kv, &prefix, None, offset, limit, decode_object)
+        self.collect_objects(&prefix, None, offset, limit)
     }
 
     fn find_eppn(&self, eppn: &str) -> Result<Option<(TenantId, String)>, StoreError> {
@@ -503,13 +717,39 @@ impl<B: Kv> Store for KvStore<B> {
     }
 
     fn linked(&self, tenant: &TenantId, link: Link, from: &str) -> Result<Vec<String>, StoreError> {
-        let prefix = link_prefix(tenant, link, from);
-        let mut out = Vec::new();
-        self.kv.scan(&prefix, &mut |k, _| {
-            out.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
-            true
+        Ok(self
+            .links_from(tenant, from)?
+            .iter()
+            .filter(|(l, _)| *l == link)
+            .map(|(_, to)| to.clone())
+            .collect())
+    }
+
+    fn links_from(&self, tenant: &TenantId, from: &str) -> Result<Links, StoreError> {
+        let prefix = links_prefix(tenant, from);
+        let found = self.cached(prefix.clone(), |kv| {
+            let mut out = Vec::new();
+            let mut bad = false;
+            kv.scan(&prefix, &mut |k, _| {
+                let rest = String::from_utf8_lossy(&k[prefix.len()..]);
+                match rest
+                    .split_once('/')
+                    .and_then(|(l, to)| Some((Link::parse(l)?, to)))
+                {
+                    Some((l, to)) => out.push((l, to.to_owned())),
+                    None => bad = true,
+                }
+                !bad
+            })?;
+            if bad {
+                return Err(StoreError::Corrupt("link index key".into()));
+            }
+            Ok(Some(Cached::Links(Arc::new(out))))
         })?;
-        Ok(out)
+        match found {
+            Some(Cached::Links(l)) => Ok(l),
+            _ => Err(StoreError::Corrupt("cache entry kind".into())),
+        }
     }
 
     fn write(
@@ -544,7 +784,7 @@ impl<B: Kv> Store for KvStore<B> {
     ) -> Result<Vec<StoredObject>, StoreError> {
         let prefix = object_prefix(tenant, kind);
         let start = after.map(|a| object_key(tenant, kind, a));
-        collect_decoded(&self.kv, &prefix, start.as_deref(), 0, limit, decode_object)
+        self.collect_objects(&prefix, start.as_deref(), 0, limit)
     }
 
     fn put_job(&self, header: &JobHeader, items: &[String]) -> Result<Durable, StoreError> {

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::jobs::{ItemResult, JobHeader, JobMark};
-use crate::domain::{DomainError, Kind, Protocol, StoredObject, TenantId};
+use crate::domain::{DomainError, Kind, ObjectModel, Protocol, StoredObject, TenantId};
 
 /// A storage failure. Its text goes to the log only; clients see `Unavailable`/`Internal`.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +146,22 @@ impl Link {
             Link::DutyActivities => "da",
         }
     }
+
+    /// The inverse of [`Link::as_str`].
+    pub fn parse(s: &str) -> Option<Link> {
+        [
+            Link::PersonGroups,
+            Link::GroupActivities,
+            Link::PersonDuties,
+            Link::DutyActivities,
+        ]
+        .into_iter()
+        .find(|l| l.as_str() == s)
+    }
 }
+
+/// Every relation from one id: `(link, to id)` in link then id order.
+pub type Links = std::sync::Arc<Vec<(Link, String)>>;
 
 /// The closure the domain passes to [`Store::write`].
 pub type Decide<'a> = &'a mut dyn FnMut(Option<&StoredObject>) -> Result<Decision, DomainError>;
@@ -158,6 +173,16 @@ pub trait Store: Send + Sync + 'static {
         kind: Kind,
         id: &str,
     ) -> Result<Option<StoredObject>, StoreError>;
+
+    /// The model of an object (entity and metadata, without the document as sent), served
+    /// from a bounded cache that every write of the object invalidates. For read paths
+    /// that fan out over shared objects (the login API).
+    fn get_model(
+        &self,
+        tenant: &TenantId,
+        kind: Kind,
+        id: &str,
+    ) -> Result<Option<std::sync::Arc<ObjectModel>>, StoreError>;
 
     /// Number of objects of a kind in a tenant.
     fn count(&self, tenant: &TenantId, kind: Kind) -> Result<usize, StoreError>;
@@ -193,6 +218,10 @@ pub trait Store: Send + Sync + 'static {
     /// The ids related to `from` by `link` within a tenant, in id order. The targets exist
     /// (the relation is stored with them); `from` need not.
     fn linked(&self, tenant: &TenantId, link: Link, from: &str) -> Result<Vec<String>, StoreError>;
+
+    /// All relations from `from` (of every [`Link`]) in one read, served from the same
+    /// write-invalidated cache as [`Store::get_model`].
+    fn links_from(&self, tenant: &TenantId, from: &str) -> Result<Links, StoreError>;
 
     /// Atomically: read the current object, let `decide` choose, enforce unique indexes
     /// (EPPN → `Conflict(Unique)`), write object + indexes + change feed + audit entry.

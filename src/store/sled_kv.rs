@@ -314,7 +314,19 @@ impl SledStore {
 
     /// Opens the store (building read-side indexes missing from older data).
     pub fn open_dir_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        let s = KvStore::new(SledKv::open_with_cache(dir, cache_bytes)?);
+        Self::open_dir_with_caches(dir, cache_bytes, super::kv::DEFAULT_MODEL_CACHE_BYTES)
+    }
+
+    /// Opens with both caches sized: sled's page cache and the decoded-model cache.
+    pub fn open_dir_with_caches(
+        dir: &Path,
+        cache_bytes: u64,
+        model_cache_bytes: u64,
+    ) -> Result<Self, StoreError> {
+        let s = KvStore::with_model_cache(
+            SledKv::open_with_cache(dir, cache_bytes)?,
+            model_cache_bytes,
+        );
         s.ensure_indexes()?;
         Ok(s)
     }

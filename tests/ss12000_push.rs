@@ -1615,3 +1615,99 @@ async fn the_login_api_resolves_a_person_pushed_this_way() {
     assert_eq!(tacts.len(), 1, "{t}");
     assert_eq!(tacts[0]["parent_activity"], uid(NATIONAL_TEST, 0).as_str());
 }
+
+/// eduID: a shared scope that belongs to no school owner. A person pushed with an eduID
+/// external identifier resolves only through that identifier and its context, never by
+/// the scope of the EPPN; an identity provider bound to another school owner gets no
+/// match, and an identifier two school owners both carry is ambiguous.
+#[tokio::test]
+async fn eduid_logins_match_only_through_external_identifiers() {
+    const PRODUCT: &str = "key-for-the-test-platform-pppppppp";
+    const EDUID: &str = "https://eduid.se";
+    const IDP_DNP: &str = "https://idp.dnpkommun.se/idp";
+    const IDP_GEN: &str = "https://idp.generisk.se/idp";
+    let config = tenants()
+        .replace(
+            "ss12000_profile = \"dnp\"",
+            &format!("ss12000_profile = \"dnp\"\nidp_entity_ids = [\"{IDP_DNP}\"]"),
+        )
+        .replace(
+            "name = \"Generiska kommunen\"",
+            &format!("name = \"Generiska kommunen\"\nidp_entity_ids = [\"{IDP_GEN}\"]"),
+        )
+        + &format!(
+            "\n[[products]]\nid = \"provplattform\"\nname = \"Provplattformen\"\napi_keys = [\"{}\"]\n",
+            hash(PRODUCT)
+        );
+    let s = Server::start_with(&config, "");
+    let c = Client::new();
+    let staff = |i: usize, eduid: &str| {
+        let mut p = person(i);
+        p["externalIdentifiers"] = json!([{"value": eduid, "context": EDUID}]);
+        p
+    };
+    let rs = push(
+        &s,
+        &c,
+        KEY_DNP,
+        "POST",
+        "persons/bulk",
+        vec![
+            staff(460, "anna.larsson@eduid.se"),
+            staff(461, "delad@eduid.se"),
+        ],
+    )
+    .await;
+    assert_eq!(statuses(&rs), ["Success", "Success"], "{rs:?}");
+    let mut other = staff(462, "delad@eduid.se");
+    other["eduPersonPrincipalNames"] = json!([]);
+    let rs = push(&s, &c, KEY_GEN, "POST", "persons/bulk", vec![other]).await;
+    assert_eq!(statuses(&rs), ["Success"], "{rs:?}");
+
+    let resolve = |body: Value| {
+        let c = c.clone();
+        let url = s.url("/login/v1/resolve");
+        async move {
+            let (st, v, _) = call(&c, "POST", &url, Some(PRODUCT), Some(body)).await;
+            (st, v)
+        }
+    };
+    let ext = |v: &str| json!({"value": v, "context": EDUID});
+    // The eduID EPPN alone: eduid.se is nobody's scope.
+    let (st, v) = resolve(json!({"eppn": "anna.larsson@eduid.se"})).await;
+    assert_eq!(
+        (st, v["reason"].as_str()),
+        (404, Some("scope_mismatch")),
+        "{v}"
+    );
+    // Through the identifier and its context, with eduID's own (unbound) IdP.
+    let (st, v) = resolve(json!({
+        "eppn": "anna.larsson@eduid.se",
+        "idp_entity_id": "https://login.idp.eduid.se/idp.xml",
+        "external_id": ext("anna.larsson@eduid.se"),
+    }))
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["huvudman"]["tenant_id"], "dnpkommun");
+    assert_eq!(v["person"]["source_id"], uid(PERSON, 460));
+    // The same value in another context is another identifier.
+    let (st, v) = resolve(json!({"external_id": {"value": "anna.larsson@eduid.se", "context": "https://example.org"}})).await;
+    assert_eq!((st, v["reason"].as_str()), (404, Some("unknown")), "{v}");
+    // The school owner's own IdP may assert it; another school owner's may not.
+    let (st, _) =
+        resolve(json!({"external_id": ext("anna.larsson@eduid.se"), "idp_entity_id": IDP_DNP}))
+            .await;
+    assert_eq!(st, 200);
+    let (st, v) =
+        resolve(json!({"external_id": ext("anna.larsson@eduid.se"), "idp_entity_id": IDP_GEN}))
+            .await;
+    assert_eq!(
+        (st, v["reason"].as_str()),
+        (404, Some("idp_mismatch")),
+        "{v}"
+    );
+    // Carried by persons of two school owners: no guess.
+    let (st, v) = resolve(json!({"external_id": ext("delad@eduid.se")})).await;
+    assert_eq!((st, v["reason"].as_str()), (404, Some("ambiguous")), "{v}");
+    assert!(v.get("huvudman").is_none(), "{v}");
+}

@@ -1686,6 +1686,11 @@ mod login_storm {
                 })
             })
             .collect();
+        // The storm measures the read path, not the product's quota.
+        cfg.ops.product_lookups = skolgrind::ops::config::Quota {
+            requests: 1_000_000,
+            per: Duration::from_secs(1),
+        };
         cfg.login_bindings = (0..tenants)
             .map(|t| {
                 (

@@ -401,6 +401,47 @@ async fn idp_of_another_tenant_gets_no_match() {
         .expect("an audit line");
     assert!(line.contains("idp_mismatch") && line.contains("kommunen"));
     assert!(!log.contains("stjo@skola"), "no EPPN in the log");
+    // And in the school owner's audit trail: whose account, which IdP, which product.
+    let (st, page) = admin_call(
+        &c,
+        &s,
+        "GET",
+        "/admin/v1/tenants/kommunen/audit?limit=1000",
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{page}");
+    let refused: Vec<&Value> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["op"] == "login_refused")
+        .collect();
+    assert_eq!(refused.len(), 3, "{page}");
+    assert_eq!(refused[0]["kind"], "person");
+    assert_eq!(refused[0]["id"], STEFAN);
+    assert_eq!(refused[0]["credential"], "provplattform");
+    assert_eq!(
+        refused[0]["detail"],
+        format!("idp_mismatch from {IDP_B}").as_str()
+    );
+    assert!(refused[0].get("protocol").is_none());
+    assert!(
+        !page.to_string().contains("stjo@skola"),
+        "no EPPN in the trail"
+    );
+    // The other school owner's trail does not show it.
+    let (_, other) = admin_call(
+        &c,
+        &s,
+        "GET",
+        "/admin/v1/tenants/grannkommun/audit?limit=1000",
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(other["entries"], json!([]), "{other}");
 }
 
 #[tokio::test]
@@ -893,4 +934,71 @@ async fn product_calls_do_not_use_the_unauthenticated_ip_quota() {
     )
     .await;
     assert_eq!(st, 429);
+}
+
+/// Each product has its own quota counted in lookups (a batch draws one per lookup); a
+/// product that used it up gets 429 with Retry-After, other products and the school
+/// owners' provisioning go on.
+#[tokio::test]
+async fn product_quota_counts_lookups_and_stops_only_that_product() {
+    const OTHER_PRODUCT: &str = "key-for-another-product-qqqqqqqqqqq";
+    let config = format!(
+        "{}\n[[products]]\nid = \"annan\"\nname = \"Annan produkt\"\napi_keys = [\"{}\"]\n",
+        config(),
+        hash(OTHER_PRODUCT)
+    );
+    let s = Server::start_with(
+        &config,
+        "[rate_limits]\nproduct_lookups = { requests = 5, per_seconds = 60 }\n",
+    );
+    let c = client();
+    let one = json!({"eppn": "nobody@kommunen.se"});
+    let batch = |n: usize| json!({"lookups": vec![one.clone(); n]});
+    let (st, v) = login(
+        &c,
+        &s,
+        "POST",
+        "/resolve:batch",
+        Some(PRODUCT_KEY),
+        Some(batch(3)),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, _) = resolve(&c, &s, one.clone()).await;
+    assert_eq!(st, 404);
+    // One lookup left: a batch of three is refused whole.
+    let r = send(
+        &c,
+        "POST",
+        &s.url("/login/v1/resolve:batch"),
+        Some(PRODUCT_KEY),
+        Some("application/json"),
+        batch(3).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(r.headers()["x-ratelimit-limit"], "5");
+    let (st, _) = resolve(&c, &s, one.clone()).await;
+    assert_eq!(st, 404, "the last lookup still fits");
+    let (st, v) = resolve(&c, &s, one.clone()).await;
+    assert_eq!(st, 429, "{v}");
+    // Another product, and the school owner's provisioning, are not held back.
+    let (st, _) = login(
+        &c,
+        &s,
+        "POST",
+        "/resolve",
+        Some(OTHER_PRODUCT),
+        Some(one.clone()),
+    )
+    .await;
+    assert_eq!(st, 404);
+    let (st, _) = egil(&c, &s, "GET", "/Users", KEY_A, Value::Null).await;
+    assert_eq!(st, 200);
 }

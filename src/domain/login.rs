@@ -52,6 +52,8 @@ pub struct LoginQuery {
     /// `(value, context)` of an external identifier (eduID: context `https://eduid.se`).
     pub external_id: Option<(String, String)>,
     pub civic_no: Option<String>,
+    /// Who asks (the product id), for the audit trail of refused logins.
+    pub caller: Option<String>,
 }
 
 /// Why a login matched no account.
@@ -433,7 +435,7 @@ impl LoginService {
             }
             if let Some(idp) = &q.idp_entity_id {
                 if !binding.idp_entity_ids.iter().any(|i| i == idp) {
-                    self.audit_refusal(&tenant.id, idp, NoMatch::IdpMismatch);
+                    self.audit_refusal(q, &found, idp, NoMatch::IdpMismatch);
                     return Ok(Err(NoMatch::IdpMismatch));
                 }
             }
@@ -456,7 +458,7 @@ impl LoginService {
             // school owner may only assert that school owner's people.
             if let Some(idp) = &q.idp_entity_id {
                 if self.idps.get(idp).is_some_and(|t| *t != first.0) {
-                    self.audit_refusal(&first.0, idp, NoMatch::IdpMismatch);
+                    self.audit_refusal(q, &first, idp, NoMatch::IdpMismatch);
                     return Ok(Err(NoMatch::IdpMismatch));
                 }
             }
@@ -488,9 +490,18 @@ impl LoginService {
         Ok(Ok(account))
     }
 
-    /// An audit line for a refused login: which tenant's account, which identity provider
-    /// and why, never the identifier itself.
-    fn audit_refusal(&self, tenant: &TenantId, idp: &str, reason: NoMatch) {
+    /// Records a refused login in the tenant's audit trail (which person's account, which
+    /// identity provider, why and for which product; never the identifier itself) and in
+    /// the log. The answer does not wait for the entry to reach the disk: a refusal
+    /// promises nothing, and the next group commit takes it along.
+    fn audit_refusal(
+        &self,
+        q: &LoginQuery,
+        person: &(TenantId, String),
+        idp: &str,
+        reason: NoMatch,
+    ) {
+        let (tenant, person_id) = person;
         tracing::warn!(
             target: "skolgrind::audit",
             tenant = %tenant,
@@ -498,6 +509,20 @@ impl LoginService {
             reason = reason.as_str(),
             "login refused"
         );
+        let record = crate::store::AuditRecord {
+            seq: 0,
+            at: chrono::Utc::now(),
+            tenant: tenant.clone(),
+            credential: q.caller.clone().unwrap_or_else(|| "login".into()),
+            protocol: None,
+            kind: Kind::Person,
+            id: person_id.clone(),
+            op: crate::store::AuditOp::LoginRefused,
+            detail: Some(format!("{} from {idp}", reason.as_str())),
+        };
+        if let Err(e) = self.store.append_audit(record) {
+            tracing::error!(tenant = %tenant, error = %e, "could not record a refused login in the audit trail");
+        }
     }
 
     /// The account behind a gateway id (`GET /accounts/{id}`).

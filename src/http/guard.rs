@@ -54,11 +54,30 @@ pub fn admit(state: &AppState, req: &HttpRequest, tenant: &TenantId) -> Result<(
 #[derive(Clone)]
 pub struct RequestProduct(pub String);
 
-/// Tags a request authenticated by a product's credential (logs, the IP quota).
-pub fn admit_product(req: &HttpRequest, product: &str) {
+/// Tags a request authenticated by a product's credential (logs, the IP quota) and takes
+/// `lookups` (if any) from the product's quota. `Err(RateLimited)` when they do not fit.
+pub fn admit_product(
+    state: &AppState,
+    req: &HttpRequest,
+    product: &str,
+    lookups: u32,
+) -> Result<(), DomainError> {
     access_log::set_tenant(req, &format!("product:{product}"));
     req.extensions_mut()
         .insert(RequestProduct(product.to_owned()));
+    if lookups == 0 {
+        return Ok(());
+    }
+    let info = state.ops.products.check(product, lookups);
+    req.extensions_mut().insert(info);
+    match info.retry_after_secs {
+        None => Ok(()),
+        Some(retry_after_secs) => {
+            metrics::rate_limited(&format!("product:{product}"), "lookup");
+            tracing::info!(product = %product, lookups, "rate limited");
+            Err(DomainError::RateLimited { retry_after_secs })
+        }
+    }
 }
 
 /// An answer made outside the handlers, in the wire format of the path's protocol:

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::body::{read_capped, require_json};
 use super::AppState;
-use crate::domain::login::{LoginService, NoMatch, Resolution, MAX_CHANGES_PAGE};
+use crate::domain::login::{LoginQuery, LoginService, NoMatch, Resolution, MAX_CHANGES_PAGE};
 use crate::domain::{DomainError, RuleId};
 use crate::protocol::login::{self as wire, *};
 
@@ -91,10 +91,14 @@ async fn resolve(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    state.authenticate_product(&req)?;
+    let caller = state.authenticate_product(&req)?.product.id.to_string();
     let q: ResolveRequest = json_body(&state, &req, payload).await?;
     q.check("")?;
-    Ok(match state.login.resolve(&q.query())? {
+    let query = LoginQuery {
+        caller: Some(caller),
+        ..q.query()
+    };
+    Ok(match state.login.resolve(&query)? {
         Resolution::Found(a) => HttpResponse::Ok().json(wire::account(&a)),
         Resolution::NoMatch(n) => no_match(n),
     })
@@ -122,12 +126,26 @@ async fn resolve_batch(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    state.authenticate_product(&req)?;
+    let caller = state
+        .authenticate_product_for(&req, 0)?
+        .product
+        .id
+        .to_string();
     let b: BatchRequest = json_body(&state, &req, payload).await?;
     for (i, q) in b.lookups.iter().enumerate() {
         q.check(&format!("lookups[{i}]."))?;
     }
-    let queries: Vec<_> = b.lookups.into_iter().map(ResolveRequest::query).collect();
+    // The batch takes one call per lookup from the product's quota, all or nothing.
+    let n = u32::try_from(b.lookups.len()).unwrap_or(u32::MAX).max(1);
+    super::guard::admit_product(&state, &req, &caller, n)?;
+    let queries: Vec<_> = b
+        .lookups
+        .into_iter()
+        .map(|q| LoginQuery {
+            caller: Some(caller.clone()),
+            ..q.query()
+        })
+        .collect();
     let results = state
         .login
         .resolve_batch(&queries)?

@@ -59,8 +59,18 @@ impl AppState {
     /// Authenticates a product (login API). A school owner's valid credential is
     /// `Forbidden` here, as a product's is on the provisioning endpoints.
     pub fn authenticate_product(&self, req: &HttpRequest) -> Result<ProductPrincipal, DomainError> {
+        self.authenticate_product_for(req, 1)
+    }
+
+    /// As [`Self::authenticate_product`], taking `lookups` calls from the product's quota
+    /// (0: the handler takes them once it knows how many, e.g. a batch).
+    pub fn authenticate_product_for(
+        &self,
+        req: &HttpRequest,
+        lookups: u32,
+    ) -> Result<ProductPrincipal, DomainError> {
         let p = self.auth.authenticate_product(&credentials(req))?;
-        guard::admit_product(req, p.product.id.as_str());
+        guard::admit_product(self, req, p.product.id.as_str(), lookups)?;
         Ok(p)
     }
 }

@@ -122,6 +122,11 @@ pub struct RateLimitConfig {
     #[serde(default = "default_unauthenticated")]
     #[validate(nested)]
     pub unauthenticated_per_ip: QuotaConfig,
+    /// Per product (login API caller): every lookup draws one call, so a batch of 1,000
+    /// draws 1,000. Keeps one product's storm from starving provisioning and others.
+    #[serde(default = "default_product_lookups")]
+    #[validate(nested)]
+    pub product_lookups: QuotaConfig,
     /// Per-tenant overrides, by tenant id: `[rate_limits.tenants.kommunen] writes = {…}`.
     #[serde(default)]
     #[validate(custom(function = "check_overrides"))]
@@ -142,6 +147,13 @@ fn default_reads() -> QuotaConfig {
     }
 }
 
+fn default_product_lookups() -> QuotaConfig {
+    QuotaConfig {
+        requests: 5000,
+        per_seconds: 1,
+    }
+}
+
 fn default_unauthenticated() -> QuotaConfig {
     QuotaConfig {
         requests: 60,
@@ -155,6 +167,7 @@ impl Default for RateLimitConfig {
             writes: default_writes(),
             reads: default_reads(),
             unauthenticated_per_ip: default_unauthenticated(),
+            product_lookups: default_product_lookups(),
             tenants: BTreeMap::new(),
         }
     }
@@ -260,6 +273,7 @@ pub struct OpsRuntime {
     pub writes: Quota,
     pub reads: Quota,
     pub unauthenticated_per_ip: Quota,
+    pub product_lookups: Quota,
     pub tenant_quotas: HashMap<TenantId, (Option<Quota>, Option<Quota>)>,
     pub max_in_flight: usize,
     pub request_timeout: Duration,
@@ -313,6 +327,7 @@ pub fn to_runtime(
         writes: rl.writes.into(),
         reads: rl.reads.into(),
         unauthenticated_per_ip: rl.unauthenticated_per_ip.into(),
+        product_lookups: rl.product_lookups.into(),
         tenant_quotas,
         max_in_flight: load.max_in_flight,
         request_timeout: Duration::from_secs(load.request_timeout_secs),

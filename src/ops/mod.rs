@@ -17,13 +17,14 @@ use tokio::sync::Semaphore;
 use crate::domain::{Controls, TenantId};
 use crate::store::Store;
 use config::OpsRuntime;
-use ratelimit::{IpLimits, TenantLimits};
+use ratelimit::{IpLimits, ProductLimits, TenantLimits};
 
 /// Shared operations state (one per server).
 pub struct Ops {
     pub config: OpsRuntime,
     pub tenants: TenantLimits,
     pub ips: IpLimits,
+    pub products: ProductLimits,
     pub in_flight: Arc<Semaphore>,
     pub metrics: PrometheusHandle,
     /// The store's directory, for the store-size gauge (none for in-memory stores).
@@ -35,6 +36,7 @@ impl Ops {
         Ok(Self {
             tenants: TenantLimits::new(&config)?,
             ips: IpLimits::new(config.unauthenticated_per_ip)?,
+            products: ProductLimits::new(config.product_lookups)?,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             metrics: metrics::install()?,
             data_dir,
@@ -95,6 +97,7 @@ pub async fn upkeep(
             last_limiter = tokio::time::Instant::now();
             metrics::limiter_keys("tenant", ops.tenants.upkeep());
             metrics::limiter_keys("ip", ops.ips.upkeep());
+            metrics::limiter_keys("product", ops.products.upkeep());
         }
         if last_purge.is_none_or(|t| t.elapsed() >= AUDIT_PURGE) {
             last_purge = Some(tokio::time::Instant::now());

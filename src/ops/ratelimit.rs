@@ -3,6 +3,7 @@
 //!
 //! * Per tenant and call class (read/write): one keyed limiter per distinct quota, keyed by
 //!   `(tenant, class)`, so per-tenant overrides need no limiter of their own.
+//! * Per product (login API caller), one quota counted in lookups.
 //! * Per client IP for unauthenticated traffic: calls without credentials and failed
 //!   authentications draw from the IP's quota; an IP that exhausts it is refused before any
 //!   authentication work until its quota has a cell again.
@@ -191,6 +192,61 @@ impl TenantLimits {
     }
 }
 
+/// The per-product limiter of the login API, counted in lookups.
+pub struct ProductLimits {
+    quota: Quota,
+    limiter: Keyed<String>,
+}
+
+impl ProductLimits {
+    pub fn new(q: Quota) -> Result<Self, String> {
+        let gq = governor_quota(q).ok_or("rate_limits.product_lookups: empty quota")?;
+        Ok(Self {
+            quota: q,
+            limiter: RateLimiter::dashmap(gq).with_middleware::<StateInformationMiddleware>(),
+        })
+    }
+
+    /// Takes `n` lookups (at least one) from the product's quota.
+    pub fn check(&self, product: &str, n: u32) -> RateInfo {
+        let limit = self.quota.requests;
+        let interval = self.quota.per / limit;
+        let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        match self.limiter.check_key_n(&product.to_owned(), n) {
+            Ok(Ok(snap)) => {
+                let remaining = snap.remaining_burst_capacity().min(limit);
+                RateInfo {
+                    limit,
+                    remaining,
+                    reset: interval * (limit - remaining),
+                    retry_after_secs: None,
+                }
+            }
+            Ok(Err(not_until)) => RateInfo {
+                limit,
+                remaining: 0,
+                reset: interval * limit,
+                retry_after_secs: Some(ceil_secs(
+                    not_until.wait_time_from(DefaultClock::default().now()),
+                )),
+            },
+            // More lookups at once than the whole quota: never possible.
+            Err(_) => RateInfo {
+                limit,
+                remaining: 0,
+                reset: interval * limit,
+                retry_after_secs: Some(ceil_secs(self.quota.per)),
+            },
+        }
+    }
+
+    pub fn upkeep(&self) -> usize {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+        self.limiter.len()
+    }
+}
+
 /// The per-IP limiter for unauthenticated traffic.
 pub struct IpLimits {
     limiter: Keyed<IpAddr>,
@@ -262,6 +318,7 @@ mod tests {
                 per: Duration::from_secs(1),
             },
             unauthenticated_per_ip: q,
+            product_lookups: q,
             tenant_quotas: HashMap::from([(
                 TenantId::parse("big").unwrap(),
                 (
@@ -276,6 +333,26 @@ mod tests {
             request_timeout: Duration::from_secs(10),
             audit_retention_days: 0,
         }
+    }
+
+    #[test]
+    fn product_quota_counts_lookups_per_product() {
+        let l = ProductLimits::new(Quota {
+            requests: 10,
+            per: Duration::from_secs(60),
+        })
+        .unwrap();
+        let a = l.check("a", 7);
+        assert_eq!((a.limit, a.remaining, a.retry_after_secs), (10, 3, None));
+        // Four more do not fit: refused whole, nothing taken.
+        let refused = l.check("a", 4);
+        assert_eq!(refused.retry_after_secs, Some(6));
+        assert_eq!(l.check("a", 3).remaining, 0);
+        assert!(l.check("a", 1).retry_after_secs.is_some());
+        // Another product has its own quota; more than a whole quota never fits.
+        assert_eq!(l.check("b", 10).remaining, 0);
+        assert_eq!(l.check("c", 11).retry_after_secs, Some(60));
+        assert_eq!(l.check("c", 1).remaining, 9);
     }
 
     #[test]

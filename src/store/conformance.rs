@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::{Decision, Link, Op, Store, WriteEvent};
+use super::{AuditOp, Decision, Link, Op, Store, WriteEvent};
 use crate::domain::model::{
     gateway_id, Activity, Duty, Entity, ExternalIdentifier, Group, Meta, Person,
 };
@@ -146,7 +146,7 @@ pub async fn run(s: Arc<dyn Store>) {
     let audit_b = s.audit(&b, 0, 100).unwrap();
     assert_eq!(
         audit_b.iter().map(|r| r.op).collect::<Vec<_>>(),
-        vec![Op::Create, Op::Delete]
+        vec![AuditOp::Create, AuditOp::Delete]
     );
     assert!(audit_b
         .iter()

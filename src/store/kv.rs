@@ -313,10 +313,11 @@ impl<B: Kv> KvStore<B> {
             at: event.at,
             tenant: tenant.clone(),
             credential: event.credential.clone(),
-            protocol: event.protocol,
+            protocol: Some(event.protocol),
             kind,
             id: id.to_owned(),
-            op,
+            op: op.into(),
+            detail: None,
         };
         ops.push((
             format!("a/{tenant}/{seq:016x}").into_bytes(),
@@ -959,6 +960,16 @@ impl<B: Kv> Store for KvStore<B> {
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         collect_after(&self.kv, format!("a/{tenant}/").into_bytes(), after, limit)
+    }
+
+    fn append_audit(&self, mut record: AuditRecord) -> Result<Durable, StoreError> {
+        // Under the write lock, like writes: entries become visible in sequence order, so
+        // a reader paging by cursor never skips one.
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        record.seq = self.kv.next_seq()?;
+        let key = format!("a/{}/{:016x}", record.tenant, record.seq).into_bytes();
+        self.kv.apply(vec![(key, Some(encode(&record)?))])?;
+        Ok(self.kv.durable())
     }
 
     fn purge_audit_before(

@@ -80,17 +80,45 @@ pub struct ChangeRecord {
     pub at: DateTime<Utc>,
 }
 
-/// One entry of the audit trail.
+/// What an audit entry records: a write (as in the change feed) or a login the login API
+/// refused although the identifier belongs to this tenant's person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOp {
+    Create,
+    Update,
+    Delete,
+    LoginRefused,
+}
+
+impl From<Op> for AuditOp {
+    fn from(op: Op) -> Self {
+        match op {
+            Op::Create => AuditOp::Create,
+            Op::Update => AuditOp::Update,
+            Op::Delete => AuditOp::Delete,
+        }
+    }
+}
+
+/// One entry of the audit trail. `credential` is the school owner's credential label for
+/// writes and the product id for refused logins; neither it nor `detail` carries personal
+/// data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub seq: u64,
     pub at: DateTime<Utc>,
     pub tenant: TenantId,
     pub credential: String,
-    pub protocol: Protocol,
+    /// The provisioning protocol of a write (none for a refused login).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
     pub kind: Kind,
     pub id: String,
-    pub op: Op,
+    pub op: AuditOp,
+    /// For a refused login: the reason code and the identity provider that asserted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 type DurableFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
@@ -246,6 +274,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// Removes every audit entry (all tenants) recorded before `cutoff`; returns how many.
+    /// Appends a non-write entry (a refused login) to a tenant's audit trail; `seq` is
+    /// assigned by the store.
+    fn append_audit(&self, record: AuditRecord) -> Result<Durable, StoreError>;
+
     fn purge_audit_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError>;
 
     /// A small persisted setting (operator controls and the like), by key.

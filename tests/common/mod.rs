@@ -75,7 +75,7 @@ impl Server {
         let limits = if extra.contains("[rate_limits") {
             ""
         } else {
-            "[rate_limits]\nwrites = { requests = 100000 }\nreads = { requests = 100000 }\nunauthenticated_per_ip = { requests = 100000 }\n"
+            "[rate_limits]\nwrites = { requests = 100000 }\nreads = { requests = 100000 }\nunauthenticated_per_ip = { requests = 100000 }\nproduct_lookups = { requests = 100000 }\n"
         };
         let admin = if extra.contains("[admin]") {
             String::new()

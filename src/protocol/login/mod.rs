@@ -118,6 +118,7 @@ impl ResolveRequest {
             idp_entity_id: self.idp_entity_id,
             external_id: self.external_id.map(|x| (x.value, x.context)),
             civic_no: self.civic_no,
+            caller: None,
         }
     }
 }

@@ -547,6 +547,64 @@ async fn deleted_person_disappears_and_appears_in_the_change_feed() {
 
     let (_, a) = resolve(&c, &s, json!({"eppn": "pejo@skola.kommunen.se"})).await;
     let id = a["account_id"].as_str().unwrap().to_owned();
+    // Account-level: each entry lists the accounts whose view it changed. The group
+    // entries list their members, the activity entries their pupils and teachers.
+    let listing = |who: &str| -> Vec<(String, String)> {
+        all["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["accounts"].as_array().unwrap().iter().any(|a| a == who))
+            .map(|x| {
+                (
+                    x["kind"].as_str().unwrap().to_owned(),
+                    x["source_id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let per_entries = listing(&id);
+    assert!(
+        per_entries.contains(&("person".into(), PER.into())),
+        "{per_entries:?}"
+    );
+    for (kind, group) in a["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| ("group", g["source_id"].as_str().unwrap()))
+    {
+        assert!(
+            per_entries.contains(&(kind.into(), group.into())),
+            "{group}: {per_entries:?}"
+        );
+    }
+    for act in a["activities"].as_array().unwrap() {
+        let act = act["source_id"].as_str().unwrap();
+        assert!(
+            per_entries.contains(&("activity".into(), act.into())),
+            "{act}: {per_entries:?}"
+        );
+    }
+    let (_, babs) = resolve(&c, &s, json!({"eppn": "baje@skola.kommunen.se"})).await;
+    let babs_entries = listing(babs["account_id"].as_str().unwrap());
+    assert!(
+        babs_entries.iter().any(|(k, _)| k == "duty"),
+        "{babs_entries:?}"
+    );
+    assert!(
+        babs_entries.iter().any(|(k, _)| k == "activity"),
+        "{babs_entries:?}"
+    );
+    assert!(
+        all["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["kind"] == "org_unit")
+            .all(|x| x["accounts"] == json!([])),
+        "school units are not fanned out"
+    );
     let r = send(
         &c,
         "DELETE",
@@ -589,6 +647,7 @@ async fn deleted_person_disappears_and_appears_in_the_change_feed() {
             "source_id": PER,
             "op": "delete",
             "at": feed["changes"][0]["at"],
+            "accounts": [id],
         }])
     );
     // Nothing newer: the cursor stays.

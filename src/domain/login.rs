@@ -234,6 +234,8 @@ pub struct ChangeView {
     pub gateway_id: Uuid,
     pub op: Op,
     pub at: DateTime<Utc>,
+    /// Account ids whose view this change alters (see `ChangeRecord::accounts`).
+    pub accounts: Vec<Uuid>,
 }
 
 pub struct LoginService {
@@ -243,6 +245,8 @@ pub struct LoginService {
     /// Identity provider → the tenant it is bound to.
     idps: HashMap<String, TenantId>,
     shared_scopes: Vec<String>,
+    /// External-identifier context → the IdPs that may assert identifiers of it.
+    context_idps: BTreeMap<String, Vec<String>>,
 }
 
 /// Reads of one view, with the warnings for references that did not resolve.
@@ -356,7 +360,15 @@ impl LoginService {
                 .collect(),
             idps,
             shared_scopes,
+            context_idps: BTreeMap::new(),
         }
+    }
+
+    /// Binds external-identifier contexts to the identity providers that may assert them
+    /// (eduID's IdP for `https://eduid.se`).
+    pub fn with_context_idps(mut self, m: BTreeMap<String, Vec<String>>) -> Self {
+        self.context_idps = m;
+        self
     }
 
     fn is_shared_scope(&self, scope: &str) -> bool {
@@ -454,13 +466,17 @@ impl LoginService {
             if let Err(r) = self.active_tenant(&first.0) {
                 return Ok(Err(r));
             }
-            // A shared identity provider (eduID) is bound to no tenant; one bound to a
-            // school owner may only assert that school owner's people.
-            if let Some(idp) = &q.idp_entity_id {
-                if self.idps.get(idp).is_some_and(|t| *t != first.0) {
-                    self.audit_refusal(q, &first, idp, NoMatch::IdpMismatch);
-                    return Ok(Err(NoMatch::IdpMismatch));
-                }
+            // A context bound to identity providers (eduID's) is asserted only by them;
+            // otherwise an IdP bound to a school owner may only assert that school
+            // owner's people.
+            let idp = q.idp_entity_id.as_deref();
+            let refused = match self.context_idps.get(context.as_str()) {
+                Some(allowed) => !idp.is_some_and(|i| allowed.iter().any(|a| a == i)),
+                None => idp.is_some_and(|i| self.idps.get(i).is_some_and(|t| *t != first.0)),
+            };
+            if refused {
+                self.audit_refusal(q, &first, idp.unwrap_or(""), NoMatch::IdpMismatch);
+                return Ok(Err(NoMatch::IdpMismatch));
             }
             first
         };
@@ -805,6 +821,11 @@ impl LoginService {
             .into_iter()
             .map(|r| ChangeView {
                 gateway_id: gateway_id(&r.tenant, r.kind, &r.id),
+                accounts: r
+                    .accounts
+                    .iter()
+                    .map(|p| gateway_id(&r.tenant, Kind::Person, p))
+                    .collect(),
                 seq: r.seq,
                 tenant: r.tenant,
                 kind: r.kind,

@@ -554,6 +554,13 @@ async fn models(s: &dyn Store) {
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].raw, "{\"x\":1}");
     assert_eq!(s.page_after(&a, Kind::Person, None, 10).unwrap(), page);
+    // The change feed names the accounts a change alters: a group's members before and
+    // after.
+    put(s, group(&a, "mg", &["q2", "q4"])).await.unwrap();
+    put(s, group(&a, "mg", &["q3", "q4"])).await.unwrap();
+    let last = s.changes(0, 100_000).unwrap().pop().unwrap();
+    assert_eq!((last.kind, last.id.as_str()), (Kind::Group, "mg"));
+    assert_eq!(last.accounts, ["q2", "q3", "q4"]);
 }
 
 /// A reader that read an object just before a write and fills the cache just after it

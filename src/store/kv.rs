@@ -40,7 +40,7 @@ use std::collections::BTreeSet;
 
 use super::{
     AuditRecord, ChangeRecord, Committed, Decide, Decision, Durable, Link, Links, Op, Store,
-    StoreError, WriteEvent,
+    StoreError, WriteEvent, MAX_CHANGE_ACCOUNTS,
 };
 use crate::domain::jobs::{ItemResult, JobHeader, JobMark};
 use crate::domain::model::gateway_id;
@@ -192,6 +192,54 @@ impl<B: Kv> KvStore<B> {
         Ok(o)
     }
 
+    /// The persons whose account view a change from `previous` to `current` alters (see
+    /// [`ChangeRecord::accounts`]). Reads the activity's groups and duties as stored now.
+    fn affected_accounts(
+        &self,
+        tenant: &TenantId,
+        previous: Option<&StoredObject>,
+        current: Option<&StoredObject>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut out = BTreeSet::new();
+        let versions = previous.into_iter().chain(current);
+        for o in versions {
+            match &o.entity {
+                Entity::Person(_) => {
+                    out.insert(o.id.clone());
+                }
+                Entity::Group(g) => out.extend(g.members.iter().cloned()),
+                Entity::Duty(d) => out.extend(d.person.iter().cloned()),
+                Entity::Activity(a) => {
+                    for g in &a.groups {
+                        if let Some(Cached::Model(m)) = self.model(tenant, Kind::Group, g)? {
+                            if let Entity::Group(g) = &m.entity {
+                                out.extend(g.members.iter().cloned());
+                            }
+                        }
+                    }
+                    for d in &a.teachers {
+                        if let Some(Cached::Model(m)) = self.model(tenant, Kind::Duty, d)? {
+                            if let Entity::Duty(d) = &m.entity {
+                                out.extend(d.person.iter().cloned());
+                            }
+                        }
+                    }
+                }
+                Entity::OrgUnit(_) => {}
+            }
+        }
+        Ok(out.into_iter().take(MAX_CHANGE_ACCOUNTS).collect())
+    }
+
+    /// An object's model through the cache.
+    fn model(&self, tenant: &TenantId, kind: Kind, id: &str) -> Result<Option<Cached>, StoreError> {
+        let key = object_key(tenant, kind, id);
+        self.cached(key.clone(), |kv| match kv.get(&key)? {
+            Some(v) => Ok(Some(Cached::Model(Arc::new(decode_model(&v)?)))),
+            None => Ok(None),
+        })
+    }
+
     fn decode_full(&self, v: &[u8]) -> Result<StoredObject, StoreError> {
         let (o, inline) = decode_object(v)?;
         self.with_raw(o, inline)
@@ -298,6 +346,7 @@ impl<B: Kv> KvStore<B> {
                 ops.push((raw, None));
             }
         }
+        let accounts = self.affected_accounts(tenant, previous.as_ref(), current.as_ref())?;
         let seq = self.kv.next_seq()?;
         let change = ChangeRecord {
             seq,
@@ -306,6 +355,7 @@ impl<B: Kv> KvStore<B> {
             id: id.to_owned(),
             op,
             at: event.at,
+            accounts,
         };
         ops.push((format!("f/{seq:016x}").into_bytes(), Some(encode(&change)?)));
         let audit = AuditRecord {
@@ -613,12 +663,7 @@ impl<B: Kv> Store for KvStore<B> {
         kind: Kind,
         id: &str,
     ) -> Result<Option<Arc<ObjectModel>>, StoreError> {
-        let key = object_key(tenant, kind, id);
-        let found = self.cached(key.clone(), |kv| match kv.get(&key)? {
-            Some(v) => Ok(Some(Cached::Model(Arc::new(decode_model(&v)?)))),
-            None => Ok(None),
-        })?;
-        match found {
+        match self.model(tenant, kind, id)? {
             Some(Cached::Model(m)) => Ok(Some(m)),
             Some(Cached::Links(_)) => Err(StoreError::Corrupt("cache entry kind".into())),
             None => Ok(None),

@@ -78,7 +78,17 @@ pub struct ChangeRecord {
     pub id: String,
     pub op: Op,
     pub at: DateTime<Utc>,
+    /// The persons (source ids, same tenant) whose login account view this change alters:
+    /// the person itself; a group's members before and after; a duty's person; the members
+    /// of an activity's groups and its teachers' persons, before and after. (A school
+    /// unit's change is not fanned out.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<String>,
 }
+
+/// At most this many accounts are listed for one change (a larger fan-out lists the
+/// first ones in id order; the object's own entry still says what changed).
+pub const MAX_CHANGE_ACCOUNTS: usize = 10_000;
 
 /// What an audit entry records: a write (as in the change feed) or a login the login API
 /// refused although the identifier belongs to this tenant's person.

@@ -559,6 +559,11 @@ pub struct ChangeOut {
     pub source_id: String,
     pub op: OpOut,
     pub at: DateTime<Utc>,
+    /// The accounts whose view this change alters: the person itself; a group's members
+    /// before and after; a duty's person; an activity's pupils (through its groups) and
+    /// teachers, before and after. Refresh these with `GET /accounts/{id}` (404: gone).
+    /// A school unit's change lists none.
+    pub accounts: Vec<Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -756,6 +761,7 @@ pub fn changes(items: &[ChangeView], next: u64) -> ChangesOut {
                 source_id: c.source_id.clone(),
                 op: c.op.into(),
                 at: c.at,
+                accounts: c.accounts.clone(),
             })
             .collect(),
         next_cursor: next.to_string(),

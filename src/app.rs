@@ -58,7 +58,8 @@ pub fn state_with_store(rt: &Runtime, store: Arc<dyn Store>) -> Result<Arc<AppSt
             .map(|t| (t.clone(), bindings.get(&t.id).cloned().unwrap_or_default()))
             .collect(),
         rt.shared_scopes.clone(),
-    );
+    )
+    .with_context_idps(rt.external_id_idps.clone());
     Ok(Arc::new(AppState {
         login,
         provisioning: Provisioning::new(store, controls).with_count_hook(object_gauges()),

@@ -93,16 +93,46 @@ pub struct LoginConfig {
     #[serde(default = "default_shared_scopes")]
     #[validate(custom(function = "check_scopes"))]
     pub shared_scopes: Vec<String>,
+    /// External-identifier context → the identity providers (entity IDs) that may assert
+    /// identifiers of it. A login matched through such an identifier must name one of
+    /// them as `idp_entity_id`. Contexts not listed accept any IdP not bound to another
+    /// school owner.
+    #[serde(default = "default_context_idps")]
+    #[validate(custom(function = "check_context_idps"))]
+    pub external_id_idps: BTreeMap<String, Vec<String>>,
 }
 
 fn default_shared_scopes() -> Vec<String> {
     vec!["eduid.se".into()]
 }
 
+/// eduID's identity provider is the only one that asserts eduID identifiers.
+fn default_context_idps() -> BTreeMap<String, Vec<String>> {
+    BTreeMap::from([(
+        "https://eduid.se".to_owned(),
+        vec!["https://login.idp.eduid.se/idp.xml".to_owned()],
+    )])
+}
+
+fn check_context_idps(m: &BTreeMap<String, Vec<String>>) -> Result<(), validator::ValidationError> {
+    for (context, idps) in m {
+        if context.trim().is_empty() || idps.is_empty() || idps.iter().any(|i| i.trim().is_empty())
+        {
+            return Err(
+                validator::ValidationError::new("context_idps").with_message(
+                    "each context needs a non-empty list of identity provider entity IDs".into(),
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
 impl Default for LoginConfig {
     fn default() -> Self {
         Self {
             shared_scopes: default_shared_scopes(),
+            external_id_idps: default_context_idps(),
         }
     }
 }
@@ -408,6 +438,8 @@ pub struct Runtime {
     /// Each tenant's login binding (identity providers, civic-number second factor).
     pub login_bindings: Vec<(crate::domain::TenantId, LoginBinding)>,
     pub shared_scopes: Vec<String>,
+    /// External-identifier context → identity providers that may assert it.
+    pub external_id_idps: BTreeMap<String, Vec<String>>,
 }
 
 /// Why a configuration was refused: one line per problem, each naming its key.
@@ -639,6 +671,7 @@ fn to_runtime(cfg: Config) -> Result<Runtime, ConfigError> {
         products,
         login_bindings,
         shared_scopes: cfg.login.shared_scopes,
+        external_id_idps: cfg.login.external_id_idps,
         listen,
         data_dir: cfg.server.data_dir,
         public_base_url: cfg.server.public_base_url,
@@ -806,6 +839,10 @@ api_keys = ["sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527
         );
         assert!(r.login_bindings[0].1.civic_no_second_factor);
         assert_eq!(r.shared_scopes, vec!["eduid.se"]);
+        assert_eq!(
+            r.external_id_idps["https://eduid.se"],
+            vec!["https://login.idp.eduid.se/idp.xml"]
+        );
         let cases = [
             (
                 format!("{toml}\n[[tenants]]\nid = \"b\"\nname = \"B\"\nidp_entity_ids = [\"https://idp.kommunen.se\"]\n"),
@@ -822,6 +859,10 @@ api_keys = ["sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527
             (
                 format!("{toml}\n[login]\nshared_scopes = [\"Bad Scope\"]\n"),
                 "login.shared_scopes[0]: expected a lower-case domain",
+            ),
+            (
+                format!("{toml}\n[login.external_id_idps]\n\"https://eduid.se\" = []\n"),
+                "login.external_id_idps: each context needs a non-empty list",
             ),
         ];
         for (toml, expected) in cases {

@@ -1618,8 +1618,8 @@ async fn the_login_api_resolves_a_person_pushed_this_way() {
 
 /// eduID: a shared scope that belongs to no school owner. A person pushed with an eduID
 /// external identifier resolves only through that identifier and its context, never by
-/// the scope of the EPPN; an identity provider bound to another school owner gets no
-/// match, and an identifier two school owners both carry is ambiguous.
+/// the scope of the EPPN, and only when eduID's IdP asserts it; an identifier two school
+/// owners both carry is ambiguous.
 #[tokio::test]
 async fn eduid_logins_match_only_through_external_identifiers() {
     const PRODUCT: &str = "key-for-the-test-platform-pppppppp";
@@ -1680,7 +1680,7 @@ async fn eduid_logins_match_only_through_external_identifiers() {
         (404, Some("scope_mismatch")),
         "{v}"
     );
-    // Through the identifier and its context, with eduID's own (unbound) IdP.
+    // Through the identifier and its context, asserted by eduID's IdP.
     let (st, v) = resolve(json!({
         "eppn": "anna.larsson@eduid.se",
         "idp_entity_id": "https://login.idp.eduid.se/idp.xml",
@@ -1693,19 +1693,25 @@ async fn eduid_logins_match_only_through_external_identifiers() {
     // The same value in another context is another identifier.
     let (st, v) = resolve(json!({"external_id": {"value": "anna.larsson@eduid.se", "context": "https://example.org"}})).await;
     assert_eq!((st, v["reason"].as_str()), (404, Some("unknown")), "{v}");
-    // The school owner's own IdP may assert it; another school owner's may not.
-    let (st, _) =
-        resolve(json!({"external_id": ext("anna.larsson@eduid.se"), "idp_entity_id": IDP_DNP}))
-            .await;
-    assert_eq!(st, 200);
-    let (st, v) =
-        resolve(json!({"external_id": ext("anna.larsson@eduid.se"), "idp_entity_id": IDP_GEN}))
-            .await;
-    assert_eq!(
-        (st, v["reason"].as_str()),
-        (404, Some("idp_mismatch")),
-        "{v}"
-    );
+    // Only eduID's IdP asserts eduID identifiers (login.external_id_idps): not the
+    // school owner's own IdP, not another's, not an unknown one, not none.
+    for idp in [
+        Some(IDP_DNP),
+        Some(IDP_GEN),
+        Some("https://evil.example/idp"),
+        None,
+    ] {
+        let mut body = json!({"external_id": ext("anna.larsson@eduid.se")});
+        if let Some(i) = idp {
+            body["idp_entity_id"] = json!(i);
+        }
+        let (st, v) = resolve(body).await;
+        assert_eq!(
+            (st, v["reason"].as_str()),
+            (404, Some("idp_mismatch")),
+            "{idp:?}: {v}"
+        );
+    }
     // Carried by persons of two school owners: no guess.
     let (st, v) = resolve(json!({"external_id": ext("delad@eduid.se")})).await;
     assert_eq!((st, v["reason"].as_str()), (404, Some("ambiguous")), "{v}");

@@ -1423,6 +1423,8 @@ mod login_storm {
         seconds: f64,
         cache_mb: u64,
         model_cache_mb: u64,
+        /// Internal: run as the server process on this loaded store.
+        serve: Option<std::path::PathBuf>,
     }
 
     fn parse() -> Result<Opts, String> {
@@ -1433,6 +1435,7 @@ mod login_storm {
             seconds: 10.0,
             cache_mb: 32,
             model_cache_mb: 32,
+            serve: None,
         };
         let mut quick = false;
         let mut args = std::env::args().skip(1);
@@ -1446,6 +1449,7 @@ mod login_storm {
                 "--connections" => o.connections = count(&arg, &value()?)?,
                 "--cache-mb" => o.cache_mb = count(&arg, &value()?)? as u64,
                 "--model-cache-mb" => o.model_cache_mb = count(&arg, &value()?)? as u64,
+                "--serve" => o.serve = Some(value()?.into()),
                 "--seconds" => {
                     let v = value()?;
                     o.seconds = v
@@ -1846,50 +1850,39 @@ mod login_storm {
         (lat, fails, first, start.elapsed())
     }
 
-    pub fn main() {
-        let o = parse().unwrap_or_else(|e| {
-            eprintln!("{e}\n{USAGE}");
-            std::process::exit(2)
-        });
-        let per_tenant = o.persons / o.tenants;
-        let data = tempfile::tempdir().unwrap();
-        let started = Instant::now();
-        let store = skolgrind::store::sled_kv::SledStore::open_dir_with_cache(
-            data.path(),
-            o.cache_mb.max(256) * 1024 * 1024,
-        )
-        .unwrap();
-        let store: Arc<dyn Store> = Arc::new(store);
-        let mut objects = 0;
-        for t in 0..o.tenants {
-            objects += load_tenant(&*store, t, per_tenant);
-        }
-        let load_time = started.elapsed();
-        let (rss_loaded, _) = rss_mb();
-        println!(
-            "login storm: {} persons across {} tenants ({} objects with groups, activities, duties, school units) loaded in {:.1} s ({} objects/s), sled cache {} MB, RSS {:.0} MB",
-            grouped(per_tenant * o.tenants), o.tenants, grouped(objects), load_time.as_secs_f64(),
-            grouped((objects as f64 / load_time.as_secs_f64()) as usize), o.cache_mb.max(256), rss_loaded
-        );
+    /// RSS and peak RSS of a process in MB.
+    fn rss_of(pid: u32) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .map_or(0.0, |kb| kb / 1024.0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
 
-        // The storm is served the way a server meets it in the morning: started on the
-        // store the night's provisioning left (the loader's write buffers do not count).
-        drop(store);
-        std::thread::sleep(Duration::from_millis(500));
-        let store: Arc<dyn Store> = Arc::new(skolgrind::store::kv::KvStore::with_model_cache(
-            skolgrind::store::sled_kv::SledKv::open_with_cache(
-                data.path(),
+    /// The server side, run in its own process (`--serve DIR`): opens the loaded store
+    /// with the configured caches, times resolves in-process, serves, prints its address
+    /// and runs until its stdin closes.
+    fn serve(o: &Opts, dir: &Path) {
+        let per_tenant = o.persons / o.tenants;
+        let store: Arc<dyn Store> = Arc::new(
+            skolgrind::store::sled_kv::SledStore::open_dir_with_caches(
+                dir,
                 o.cache_mb * 1024 * 1024,
+                o.model_cache_mb * 1024 * 1024,
             )
             .unwrap(),
-            o.model_cache_mb * 1024 * 1024,
-        ));
+        );
         let (rss_open, _) = rss_mb();
         println!(
-            "  reopened with sled cache {} MB, model cache {} MB: RSS {rss_open:.0} MB",
+            "  server process: opened with sled cache {} MB, model cache {} MB: RSS {rss_open:.0} MB",
             o.cache_mb, o.model_cache_mb
         );
-        let cfg = runtime_config(data.path(), o.tenants);
+        let cfg = runtime_config(dir, o.tenants);
         let state = skolgrind::app::state_with_store(&cfg, store).unwrap();
         // The domain's share: resolves called in-process on one thread, no HTTP.
         {
@@ -1914,14 +1907,102 @@ mod login_storm {
         }
         let (server, addr) = skolgrind::app::bind(&cfg, state).unwrap();
         let server = Running::start(server, addr);
+        println!("serving {}", server.base);
+        let mut sink = String::new();
+        while std::io::stdin()
+            .read_line(&mut sink)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {}
+        std::process::exit(0);
+    }
+
+    pub fn main() {
+        let o = parse().unwrap_or_else(|e| {
+            eprintln!("{e}\n{USAGE}");
+            std::process::exit(2)
+        });
+        if let Some(dir) = &o.serve {
+            serve(&o, dir);
+            return;
+        }
+        let per_tenant = o.persons / o.tenants;
+        let data = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        // The loader gets a larger page cache: loading is not what is measured.
+        let store = skolgrind::store::sled_kv::SledStore::open_dir_with_cache(
+            data.path(),
+            o.cache_mb.max(256) * 1024 * 1024,
+        )
+        .unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let mut objects = 0;
+        for t in 0..o.tenants {
+            objects += load_tenant(&*store, t, per_tenant);
+        }
+        let load_time = started.elapsed();
+        println!(
+            "login storm: {} persons across {} tenants ({} objects with groups, activities, duties, school units) loaded in {:.1} s ({} objects/s)",
+            grouped(per_tenant * o.tenants), o.tenants, grouped(objects), load_time.as_secs_f64(),
+            grouped((objects as f64 / load_time.as_secs_f64()) as usize)
+        );
+        // The server runs in its own process on the loaded store, as in the morning after
+        // the night's provisioning: its RSS is the server's alone (no loader, no clients).
+        drop(store);
+        let mut child = None;
+        for _ in 0..100 {
+            // sled's background threads may hold the directory lock for a moment.
+            std::thread::sleep(Duration::from_millis(100));
+            let mut c = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "login".to_owned(),
+                    "--serve".into(),
+                    data.path().display().to_string(),
+                    "--persons".into(),
+                    o.persons.to_string(),
+                    "--tenants".into(),
+                    o.tenants.to_string(),
+                    "--cache-mb".into(),
+                    o.cache_mb.to_string(),
+                    "--model-cache-mb".into(),
+                    o.model_cache_mb.to_string(),
+                ])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = std::io::BufReader::new(c.stdout.take().unwrap());
+            let mut base = None;
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut out, &mut line).unwrap_or(0) > 0 {
+                if let Some(b) = line.trim().strip_prefix("serving ") {
+                    base = Some(b.to_owned());
+                    break;
+                }
+                print!("{line}");
+                line.clear();
+            }
+            match base {
+                Some(b) => {
+                    child = Some((c, b));
+                    break;
+                }
+                None => {
+                    let _ = c.wait();
+                }
+            }
+        }
+        let (mut child, base) = child.expect("the server process did not start");
+        let pid = child.id();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let (sk, sk_fail, sk_first, sk_time) = storm(&rt, &server.base, &o, per_tenant, true);
-        let (rss, hwm) = rss_mb();
-        server.stop(&rt);
+        let (sk, sk_fail, sk_first, sk_time) = storm(&rt, &base, &o, per_tenant, true);
+        let (rss, hwm) = rss_of(pid);
+        drop(child.stdin.take());
+        let _ = child.wait();
 
         let server = baseline();
         let (bl, bl_fail, bl_first, bl_time) = storm(&rt, &server.base, &o, per_tenant, false);
@@ -1950,7 +2031,7 @@ mod login_storm {
         }
         println!("  ratio    : {:.2} x baseline throughput", skr / blr);
         println!(
-            "  RSS      : {rss:.0} MB after the storm (peak {hwm:.0} MB), whole bench process"
+            "  RSS      : {rss:.0} MB after the storm (peak {hwm:.0} MB), server process (store, caches, HTTP)"
         );
     }
 }

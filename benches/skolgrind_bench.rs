@@ -1484,16 +1484,7 @@ mod login_storm {
 
     /// RSS and peak RSS of this process in MB.
     fn rss_mb() -> (f64, f64) {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-                .map_or(0.0, |kb| kb / 1024.0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        rss_of(std::process::id())
     }
 
     /// Loads one tenant: school units, pupils (90 %) in groups of 25 with one activity

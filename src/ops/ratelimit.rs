@@ -66,7 +66,35 @@ pub struct RateInfo {
     pub retry_after_secs: Option<u64>,
 }
 
+/// How long until a refused call would be allowed.
+fn wait_of(n: &governor::NotUntil<<DefaultClock as Clock>::Instant>) -> Duration {
+    n.wait_time_from(DefaultClock::default().now())
+}
+
 impl RateInfo {
+    /// The state of `quota` after a check: the snapshot when allowed, the wait when not.
+    fn of(quota: Quota, outcome: Result<governor::middleware::StateSnapshot, Duration>) -> Self {
+        let limit = quota.requests;
+        let interval = quota.per / limit;
+        match outcome {
+            Ok(snap) => {
+                let remaining = snap.remaining_burst_capacity().min(limit);
+                RateInfo {
+                    limit,
+                    remaining,
+                    reset: interval * (limit - remaining),
+                    retry_after_secs: None,
+                }
+            }
+            Err(wait) => RateInfo {
+                limit,
+                remaining: 0,
+                reset: interval * limit,
+                retry_after_secs: Some(ceil_secs(wait)),
+            },
+        }
+    }
+
     /// `X-RateLimit-Reset` as decimal seconds (`30`, `0.2`), rounded up to milliseconds.
     pub fn reset_header(&self) -> String {
         let ms = self.reset.as_nanos().div_ceil(1_000_000);
@@ -157,28 +185,7 @@ impl TenantLimits {
                 retry_after_secs: None,
             };
         };
-        let limit = g.quota.requests;
-        let interval = g.quota.per / limit;
-        match g.limiter.check_key(&key) {
-            Ok(snap) => {
-                let remaining = snap.remaining_burst_capacity().min(limit);
-                RateInfo {
-                    limit,
-                    remaining,
-                    reset: interval * (limit - remaining),
-                    retry_after_secs: None,
-                }
-            }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                RateInfo {
-                    limit,
-                    remaining: 0,
-                    reset: interval * limit,
-                    retry_after_secs: Some(ceil_secs(wait)),
-                }
-            }
-        }
+        RateInfo::of(g.quota, g.limiter.check_key(&key).map_err(|n| wait_of(&n)))
     }
 
     pub fn upkeep(&self) -> usize {
@@ -209,35 +216,13 @@ impl ProductLimits {
 
     /// Takes `n` lookups (at least one) from the product's quota.
     pub fn check(&self, product: &str, n: u32) -> RateInfo {
-        let limit = self.quota.requests;
-        let interval = self.quota.per / limit;
         let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-        match self.limiter.check_key_n(&product.to_owned(), n) {
-            Ok(Ok(snap)) => {
-                let remaining = snap.remaining_burst_capacity().min(limit);
-                RateInfo {
-                    limit,
-                    remaining,
-                    reset: interval * (limit - remaining),
-                    retry_after_secs: None,
-                }
-            }
-            Ok(Err(not_until)) => RateInfo {
-                limit,
-                remaining: 0,
-                reset: interval * limit,
-                retry_after_secs: Some(ceil_secs(
-                    not_until.wait_time_from(DefaultClock::default().now()),
-                )),
-            },
+        let outcome = match self.limiter.check_key_n(&product.to_owned(), n) {
+            Ok(r) => r.map_err(|n| wait_of(&n)),
             // More lookups at once than the whole quota: never possible.
-            Err(_) => RateInfo {
-                limit,
-                remaining: 0,
-                reset: interval * limit,
-                retry_after_secs: Some(ceil_secs(self.quota.per)),
-            },
-        }
+            Err(_) => Err(self.quota.per),
+        };
+        RateInfo::of(self.quota, outcome)
     }
 
     pub fn upkeep(&self) -> usize {

@@ -308,6 +308,50 @@ pub struct ObjectModel {
     pub meta: Meta,
 }
 
+/// Looks up an object's model as stored now (see [`Entity::account_persons`]).
+pub type ReadModel<'a, E> =
+    dyn FnMut(Kind, &str) -> Result<Option<std::sync::Arc<ObjectModel>>, E> + 'a;
+
+impl Entity {
+    /// Adds to `out` the persons (source ids) whose login account view this version of
+    /// object `id` feeds: a person itself, a group's members, a duty's person, an
+    /// activity's pupils (members of its groups) and teachers (its duties' persons). A
+    /// school unit feeds every account at it and is left out. `read` looks up a group or
+    /// duty as stored now.
+    pub fn account_persons<E>(
+        &self,
+        id: &str,
+        read: &mut ReadModel<'_, E>,
+        out: &mut std::collections::BTreeSet<String>,
+    ) -> Result<(), E> {
+        match self {
+            Entity::Person(_) => {
+                out.insert(id.to_owned());
+            }
+            Entity::Group(g) => out.extend(g.members.iter().cloned()),
+            Entity::Duty(d) => out.extend(d.person.iter().cloned()),
+            Entity::Activity(a) => {
+                for g in &a.groups {
+                    if let Some(m) = read(Kind::Group, g)? {
+                        if let Entity::Group(g) = &m.entity {
+                            out.extend(g.members.iter().cloned());
+                        }
+                    }
+                }
+                for d in &a.teachers {
+                    if let Some(m) = read(Kind::Duty, d)? {
+                        if let Entity::Duty(d) = &m.entity {
+                            out.extend(d.person.iter().cloned());
+                        }
+                    }
+                }
+            }
+            Entity::OrgUnit(_) => {}
+        }
+        Ok(())
+    }
+}
+
 impl ObjectModel {
     pub fn kind(&self) -> Kind {
         self.entity.kind()

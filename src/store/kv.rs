@@ -188,8 +188,8 @@ impl<B: Kv> KvStore<B> {
         Ok(o)
     }
 
-    /// The persons whose account view a change from `previous` to `current` alters (see
-    /// [`ChangeRecord::accounts`]). Reads the activity's groups and duties as stored now.
+    /// The persons whose account view a change from `previous` to `current` alters (the
+    /// rule is the domain's: [`Entity::account_persons`]).
     fn affected_accounts(
         &self,
         tenant: &TenantId,
@@ -197,32 +197,12 @@ impl<B: Kv> KvStore<B> {
         current: Option<&StoredObject>,
     ) -> Result<Vec<String>, StoreError> {
         let mut out = BTreeSet::new();
-        let versions = previous.into_iter().chain(current);
-        for o in versions {
-            match &o.entity {
-                Entity::Person(_) => {
-                    out.insert(o.id.clone());
-                }
-                Entity::Group(g) => out.extend(g.members.iter().cloned()),
-                Entity::Duty(d) => out.extend(d.person.iter().cloned()),
-                Entity::Activity(a) => {
-                    for g in &a.groups {
-                        if let Some(Cached::Model(m, _)) = self.model(tenant, Kind::Group, g)? {
-                            if let Entity::Group(g) = &m.entity {
-                                out.extend(g.members.iter().cloned());
-                            }
-                        }
-                    }
-                    for d in &a.teachers {
-                        if let Some(Cached::Model(m, _)) = self.model(tenant, Kind::Duty, d)? {
-                            if let Entity::Duty(d) = &m.entity {
-                                out.extend(d.person.iter().cloned());
-                            }
-                        }
-                    }
-                }
-                Entity::OrgUnit(_) => {}
-            }
+        for o in previous.into_iter().chain(current) {
+            o.entity.account_persons(
+                &o.id,
+                &mut |kind, id| self.get_model(tenant, kind, id),
+                &mut out,
+            )?;
         }
         Ok(out.into_iter().take(MAX_CHANGE_ACCOUNTS).collect())
     }

@@ -931,6 +931,16 @@ async fn openapi_document_and_offline_docs_are_served() {
         "/login/v1/changes",
     ] {
         assert!(doc["paths"][p].is_object(), "{p} missing");
+        // Both quotas' answers are documented: the product's and the unauthenticated IP's.
+        let op = doc["paths"][p]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap();
+        let content = &op["responses"]["429"]["content"];
+        assert!(content["application/json"].is_object(), "{p}: {op}");
+        assert!(content["application/problem+json"].is_object(), "{p}: {op}");
     }
     assert_eq!(
         doc["components"]["securitySchemes"]["api_key"]["name"],
@@ -1047,6 +1057,10 @@ async fn product_quota_counts_lookups_and_stops_only_that_product() {
     assert_eq!(st, 404, "the last lookup still fits");
     let (st, v) = resolve(&c, &s, one.clone()).await;
     assert_eq!(st, 429, "{v}");
+    assert_eq!(
+        v["error"], "rate_limited",
+        "the API's own error format: {v}"
+    );
     // Another product, and the school owner's provisioning, are not held back.
     let (st, _) = login(
         &c,

@@ -336,10 +336,15 @@ pub struct ProblemOut {
 
 impl Modify for SecurityAddon {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        // Every operation can meet the load guard (`http::guard`), which answers before the
-        // handler in its own format.
+        // Every operation can meet two quotas: the load guard's per-address quota for calls
+        // that do not authenticate (`http::guard`, answered before the handler in its own
+        // format) and the product's lookup quota (answered in the API's error format).
         let problem = utoipa::openapi::ResponseBuilder::new()
-            .description("Too many calls that did not authenticate from this address (Retry-After says when to retry)")
+            .description("Too many calls: the product's lookup quota (`rate_limits.product_lookups`, `application/json`), or calls that did not authenticate from this address (`application/problem+json`). Retry-After says when to retry")
+            .content(
+                "application/json",
+                utoipa::openapi::Content::new(Some(utoipa::openapi::Ref::from_schema_name("ErrorOut"))),
+            )
             .content(
                 "application/problem+json",
                 utoipa::openapi::Content::new(Some(utoipa::openapi::Ref::from_schema_name("ProblemOut"))),

@@ -412,76 +412,70 @@ impl LoginService {
     }
 
     fn locate(&self, q: &LoginQuery) -> Result<Result<Account, NoMatch>, DomainError> {
-        let shared = |e: &str| normalise_eppn(e).map(|n| self.is_shared_scope(eppn_scope(&n)));
-        let by_eppn = match (&q.eppn, &q.external_id) {
-            (Some(e), _) if matches!(shared(e), Ok(false)) => true,
-            (_, Some(_)) => false,
-            (Some(e), None) => {
-                return Ok(Err(match shared(e) {
-                    // A shared scope (eduID) belongs to no school owner.
-                    Ok(true) => NoMatch::ScopeMismatch,
-                    _ => NoMatch::Unknown,
-                }));
-            }
-            (None, None) => {
-                return Err(DomainError::invalid(
-                    "eppn",
-                    RuleId::Required,
-                    "give an eppn or an external_id",
-                ))
-            }
+        // Normalised once; an EPPN in a shared scope (eduID) belongs to no school owner and
+        // matches only through an external identifier.
+        let eppn = q.eppn.as_deref().map(normalise_eppn);
+        let own_eppn = match &eppn {
+            Some(Ok(n)) if !self.is_shared_scope(eppn_scope(n)) => Some(n.as_str()),
+            _ => None,
         };
-        let (tenant_id, person_id) = if by_eppn {
-            let Some(n) = q.eppn.as_deref().and_then(|e| normalise_eppn(e).ok()) else {
-                return Ok(Err(NoMatch::Unknown));
-            };
-            let Some(found) = self.store.find_eppn(&n)? else {
-                return Ok(Err(NoMatch::Unknown));
-            };
-            let (tenant, binding) = match self.active_tenant(&found.0) {
-                Ok(tb) => tb,
-                Err(r) => return Ok(Err(r)),
-            };
-            if !tenant.allows_scope(eppn_scope(&n)) {
-                return Ok(Err(NoMatch::ScopeMismatch));
+        let ((tenant_id, person_id), binding) = match (own_eppn, &q.external_id) {
+            (Some(n), _) => {
+                let Some(found) = self.store.find_eppn(n)? else {
+                    return Ok(Err(NoMatch::Unknown));
+                };
+                let (tenant, binding) = match self.active_tenant(&found.0) {
+                    Ok(tb) => tb,
+                    Err(r) => return Ok(Err(r)),
+                };
+                if !tenant.allows_scope(eppn_scope(n)) {
+                    return Ok(Err(NoMatch::ScopeMismatch));
+                }
+                if let Some(idp) = &q.idp_entity_id {
+                    if !binding.idp_entity_ids.iter().any(|i| i == idp) {
+                        self.audit_refusal(q, &found, idp, NoMatch::IdpMismatch);
+                        return Ok(Err(NoMatch::IdpMismatch));
+                    }
+                }
+                (found, binding)
             }
-            if let Some(idp) = &q.idp_entity_id {
-                if !binding.idp_entity_ids.iter().any(|i| i == idp) {
-                    self.audit_refusal(q, &found, idp, NoMatch::IdpMismatch);
+            (None, Some((value, context))) => {
+                let mut found = self.store.find_external_id(context, value)?;
+                let Some(first) = found.pop() else {
+                    return Ok(Err(NoMatch::Unknown));
+                };
+                if !found.is_empty() {
+                    return Ok(Err(NoMatch::Ambiguous));
+                }
+                let binding = match self.active_tenant(&first.0) {
+                    Ok((_, binding)) => binding,
+                    Err(r) => return Ok(Err(r)),
+                };
+                // A context bound to identity providers (eduID's) is asserted only by
+                // them; otherwise an IdP bound to a school owner may only assert that
+                // school owner's people.
+                let idp = q.idp_entity_id.as_deref();
+                let refused = match self.context_idps.get(context.as_str()) {
+                    Some(allowed) => !idp.is_some_and(|i| allowed.iter().any(|a| a == i)),
+                    None => idp.is_some_and(|i| self.idps.get(i).is_some_and(|t| *t != first.0)),
+                };
+                if refused {
+                    self.audit_refusal(q, &first, idp.unwrap_or(""), NoMatch::IdpMismatch);
                     return Ok(Err(NoMatch::IdpMismatch));
                 }
+                (first, binding)
             }
-            found
-        } else {
-            let Some((value, context)) = &q.external_id else {
-                return Ok(Err(NoMatch::Unknown));
-            };
-            let mut found = self.store.find_external_id(context, value)?;
-            let Some(first) = found.pop() else {
-                return Ok(Err(NoMatch::Unknown));
-            };
-            if !found.is_empty() {
-                return Ok(Err(NoMatch::Ambiguous));
+            (None, None) => {
+                return match eppn {
+                    Some(Ok(_)) => Ok(Err(NoMatch::ScopeMismatch)),
+                    Some(Err(_)) => Ok(Err(NoMatch::Unknown)),
+                    None => Err(DomainError::invalid(
+                        "eppn",
+                        RuleId::Required,
+                        "give an eppn or an external_id",
+                    )),
+                };
             }
-            if let Err(r) = self.active_tenant(&first.0) {
-                return Ok(Err(r));
-            }
-            // A context bound to identity providers (eduID's) is asserted only by them;
-            // otherwise an IdP bound to a school owner may only assert that school
-            // owner's people.
-            let idp = q.idp_entity_id.as_deref();
-            let refused = match self.context_idps.get(context.as_str()) {
-                Some(allowed) => !idp.is_some_and(|i| allowed.iter().any(|a| a == i)),
-                None => idp.is_some_and(|i| self.idps.get(i).is_some_and(|t| *t != first.0)),
-            };
-            if refused {
-                self.audit_refusal(q, &first, idp.unwrap_or(""), NoMatch::IdpMismatch);
-                return Ok(Err(NoMatch::IdpMismatch));
-            }
-            first
-        };
-        let Ok((_, binding)) = self.active_tenant(&tenant_id) else {
-            return Ok(Err(NoMatch::TenantSuspended));
         };
         let Some(person_obj) = self.store.get_model(&tenant_id, Kind::Person, &person_id)? else {
             // The index and the object are written together; a miss is a concurrent delete.

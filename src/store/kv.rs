@@ -139,18 +139,27 @@ impl<B: Kv> KvStore<B> {
         }
     }
 
-    /// Drops cached entries after a write changed them (call after the write is applied):
-    /// the object's model and the relation lists of every link key written.
-    fn invalidate(&self, ops: &[KvOp]) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        for (k, _) in ops {
-            if k.starts_with(b"o/") {
-                self.models.remove(k.as_slice());
-            } else if k.starts_with(b"l/") {
-                if let Some(prefix) = links_prefix_of(k) {
-                    self.models.remove(prefix);
+    /// The cache entries a batch makes stale: the model of every object key written and
+    /// the relation list of every link key's source.
+    fn stale_entries(ops: &[KvOp]) -> BTreeSet<Vec<u8>> {
+        ops.iter()
+            .filter_map(|(k, _)| {
+                if k.starts_with(b"o/") {
+                    Some(k.clone())
+                } else if k.starts_with(b"l/") {
+                    links_prefix_of(k).map(<[u8]>::to_vec)
+                } else {
+                    None
                 }
-            }
+            })
+            .collect()
+    }
+
+    /// Drops cached entries after the write that made them stale is applied.
+    fn invalidate(&self, stale: &BTreeSet<Vec<u8>>) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        for k in stale {
+            self.models.remove(k.as_slice());
         }
     }
 
@@ -358,13 +367,9 @@ impl<B: Kv> KvStore<B> {
             v.extend_from_slice(&m.payload);
             ops.push((job_key(tenant, &m.job, 'm', m.index), Some(v)));
         }
-        let touched: Vec<KvOp> = ops
-            .iter()
-            .filter(|(k, _)| k.starts_with(b"o/") || k.starts_with(b"l/"))
-            .map(|(k, _)| (k.clone(), None))
-            .collect();
+        let stale = Self::stale_entries(&ops);
         self.kv.apply(ops)?;
-        self.invalidate(&touched);
+        self.invalidate(&stale);
         drop(_guard);
         Ok(Committed {
             previous,

@@ -1412,7 +1412,7 @@ mod login_storm {
     use skolgrind::store::{Decision, Store, WriteEvent};
 
     const USAGE: &str = "usage: cargo bench --bench skolgrind-bench -- login [--persons N] \
-[--tenants N] [--connections N] [--seconds S] [--cache-mb M] [--model-cache-mb M] [--quick]";
+[--tenants N] [--connections N] [--seconds S] [--cache-mb M] [--model-cache-mb M] [--engine sled|redb] [--quick]";
     const PRODUCT_KEY: &str = "bench-product-key";
     const CHUNK: usize = 20_000;
 
@@ -1423,6 +1423,7 @@ mod login_storm {
         seconds: f64,
         cache_mb: u64,
         model_cache_mb: u64,
+        engine: skolgrind::store::StoreEngine,
         /// Internal: run as the server process on this loaded store.
         serve: Option<std::path::PathBuf>,
     }
@@ -1435,6 +1436,7 @@ mod login_storm {
             seconds: 10.0,
             cache_mb: 32,
             model_cache_mb: 32,
+            engine: skolgrind::store::StoreEngine::Sled,
             serve: None,
         };
         let mut quick = false;
@@ -1450,6 +1452,13 @@ mod login_storm {
                 "--cache-mb" => o.cache_mb = count(&arg, &value()?)? as u64,
                 "--model-cache-mb" => o.model_cache_mb = count(&arg, &value()?)? as u64,
                 "--serve" => o.serve = Some(value()?.into()),
+                "--engine" => {
+                    o.engine = match value()?.as_str() {
+                        "sled" => skolgrind::store::StoreEngine::Sled,
+                        "redb" => skolgrind::store::StoreEngine::Redb,
+                        other => return Err(format!("--engine: {other:?} is not sled or redb")),
+                    }
+                }
                 "--seconds" => {
                     let v = value()?;
                     o.seconds = v
@@ -1860,18 +1869,19 @@ mod login_storm {
     /// and runs until its stdin closes.
     fn serve(o: &Opts, dir: &Path) {
         let per_tenant = o.persons / o.tenants;
-        let store: Arc<dyn Store> = Arc::new(
-            skolgrind::store::sled_kv::SledStore::open_dir_with_caches(
-                dir,
-                o.cache_mb * 1024 * 1024,
-                o.model_cache_mb * 1024 * 1024,
-            )
-            .unwrap(),
-        );
+        let store = skolgrind::store::open(
+            o.engine,
+            dir,
+            o.cache_mb * 1024 * 1024,
+            o.model_cache_mb * 1024 * 1024,
+        )
+        .unwrap();
         let (rss_open, _) = rss_mb();
         println!(
-            "  server process: opened with sled cache {} MB, model cache {} MB: RSS {rss_open:.0} MB",
-            o.cache_mb, o.model_cache_mb
+            "  server process: opened with {} cache {} MB, model cache {} MB: RSS {rss_open:.0} MB",
+            o.engine.as_str(),
+            o.cache_mb,
+            o.model_cache_mb
         );
         let cfg = runtime_config(dir, o.tenants);
         let state = skolgrind::app::state_with_store(&cfg, store).unwrap();
@@ -1921,12 +1931,13 @@ mod login_storm {
         let data = tempfile::tempdir().unwrap();
         let started = Instant::now();
         // The loader gets a larger page cache: loading is not what is measured.
-        let store = skolgrind::store::sled_kv::SledStore::open_dir_with_cache(
+        let store = skolgrind::store::open(
+            o.engine,
             data.path(),
             o.cache_mb.max(256) * 1024 * 1024,
+            skolgrind::store::kv::DEFAULT_MODEL_CACHE_BYTES,
         )
         .unwrap();
-        let store: Arc<dyn Store> = Arc::new(store);
         let mut objects = 0;
         for t in 0..o.tenants {
             objects += load_tenant(&*store, t, per_tenant);
@@ -1957,6 +1968,8 @@ mod login_storm {
                     o.cache_mb.to_string(),
                     "--model-cache-mb".into(),
                     o.model_cache_mb.to_string(),
+                    "--engine".into(),
+                    o.engine.as_str().into(),
                 ])
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())

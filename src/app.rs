@@ -14,7 +14,6 @@ use crate::domain::{Controls, LoginService, Provisioning};
 use crate::http::{access_log, admin, configure, guard, tls, AppState};
 use crate::protocol::egil::EgilAdapter;
 use crate::protocol::ss12000::{self, Ss12000Adapter};
-use crate::store::sled_kv::SledStore;
 use crate::store::Store;
 
 /// Keeps the per-tenant object gauges current from every protocol's writes.
@@ -26,14 +25,12 @@ fn object_gauges() -> crate::domain::service::CountHook {
 pub fn build_state(rt: &Runtime) -> Result<Arc<AppState>, String> {
     std::fs::create_dir_all(&rt.data_dir)
         .map_err(|e| format!("server.data_dir {}: {e}", rt.data_dir.display()))?;
-    let store = SledStore::open_dir_with_caches(&rt.data_dir, rt.cache_bytes, rt.model_cache_bytes)
-        .map_err(|e| {
-            format!(
-                "server.data_dir {}: cannot open the store: {e}",
-                rt.data_dir.display()
-            )
-        })?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = crate::store::open(
+        rt.engine,
+        &rt.data_dir,
+        rt.cache_bytes,
+        rt.model_cache_bytes,
+    )?;
     state_with_store(rt, store)
 }
 

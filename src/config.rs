@@ -154,6 +154,12 @@ pub struct ServerConfig {
     #[serde(default)]
     #[validate(range(min = 1, max = 256))]
     pub workers: Option<usize>,
+    /// The storage engine: `sled` (default) or `redb`. redb keeps nothing per key in
+    /// memory and reads an uncached key with one page read: choose it for large school
+    /// owners (see docs/architecture.md). A data directory holds one engine's files; the
+    /// server refuses to open another engine's directory.
+    #[serde(default)]
+    pub engine: crate::store::StoreEngine,
     /// The store's page cache in MiB (default 256): most of the memory the server uses.
     #[serde(default)]
     #[validate(range(min = 8, max = 65536))]
@@ -421,6 +427,7 @@ pub struct Runtime {
     pub data_dir: PathBuf,
     pub public_base_url: Option<String>,
     pub workers: Option<usize>,
+    pub engine: crate::store::StoreEngine,
     /// The store's page cache in bytes.
     pub cache_bytes: u64,
     /// The store's decoded-object cache in bytes.
@@ -457,6 +464,7 @@ pub fn embedded_defaults(demo_key: &str) -> Config {
             data_dir: PathBuf::from("./skolgrind-data"),
             public_base_url: None,
             workers: None,
+            engine: crate::store::StoreEngine::Sled,
             cache_mb: None,
             model_cache_mb: None,
         },
@@ -676,6 +684,7 @@ fn to_runtime(cfg: Config) -> Result<Runtime, ConfigError> {
         data_dir: cfg.server.data_dir,
         public_base_url: cfg.server.public_base_url,
         workers: cfg.server.workers,
+        engine: cfg.server.engine,
         cache_bytes: cfg
             .server
             .cache_mb

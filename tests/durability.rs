@@ -18,7 +18,19 @@ fn user(i: usize) -> (String, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_kill_9() {
-    let mut s = Server::start();
+    survives_kill_9(Server::start()).await;
+}
+
+/// The same on the redb engine: its group commit acknowledges only committed, fsynced
+/// rounds too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_writes_survive_kill_9_on_redb() {
+    let s = Server::start_with_server_keys("engine = \"redb\"");
+    assert!(s.data_dir().join("skolgrind.redb").exists());
+    survives_kill_9(s).await;
+}
+
+async fn survives_kill_9(mut s: Server) {
     let c = client();
     let acked = Arc::new(Mutex::new(Vec::new()));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));

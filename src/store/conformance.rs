@@ -354,25 +354,74 @@ async fn sled_store_conforms() {
     .await;
 }
 
-#[tokio::test]
-async fn sled_store_keeps_data_across_reopen() {
+/// Opens a store in a directory a just-dropped handle used.
+type Reopen = fn(&std::path::Path) -> Box<dyn Store>;
+
+fn reopen_sled(d: &std::path::Path) -> Box<dyn Store> {
+    Box::new(super::kv::KvStore::new(super::sled_kv::reopen(d)))
+}
+
+fn reopen_redb(d: &std::path::Path) -> Box<dyn Store> {
+    Box::new(super::redb_kv::RedbStore::open_dir(d).unwrap())
+}
+
+async fn keeps_data_across_reopen(open: Reopen) {
     let dir = tempfile::tempdir().unwrap();
     {
-        let s = super::sled_kv::SledStore::open_dir(dir.path()).unwrap();
-        put(&s, person(&t("a"), "p1", "x@k.se", None))
+        let s = open(dir.path());
+        put(&*s, person(&t("a"), "p1", "x@k.se", None))
             .await
             .unwrap();
     }
-    let s = super::kv::KvStore::new(super::sled_kv::reopen(dir.path()));
+    let s = open(dir.path());
     assert!(s.get(&t("a"), Kind::Person, "p1").unwrap().is_some());
     let before = s.changes(0, 10).unwrap().last().unwrap().seq;
-    put(&s, person(&t("a"), "p2", "z@k.se", None))
+    put(&*s, person(&t("a"), "p2", "z@k.se", None))
         .await
         .unwrap();
     assert!(
         s.changes(0, 10).unwrap().last().unwrap().seq > before,
         "sequence numbers grow across restarts"
     );
+}
+
+#[tokio::test]
+async fn sled_store_keeps_data_across_reopen() {
+    keeps_data_across_reopen(reopen_sled).await;
+}
+
+#[tokio::test]
+async fn redb_store_keeps_data_across_reopen() {
+    keeps_data_across_reopen(reopen_redb).await;
+}
+
+#[tokio::test]
+async fn redb_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    run(Arc::new(
+        super::redb_kv::RedbStore::open_dir(dir.path()).unwrap(),
+    ))
+    .await;
+}
+
+#[test]
+fn a_directory_of_one_engine_is_not_opened_with_the_other() {
+    use super::StoreEngine;
+    let dir = tempfile::tempdir().unwrap();
+    let mb = 8 * 1024 * 1024;
+    drop(super::open(StoreEngine::Sled, dir.path(), mb, mb).unwrap());
+    let err = super::open(StoreEngine::Redb, dir.path(), mb, mb)
+        .err()
+        .unwrap();
+    assert!(err.contains("holds a sled store"), "{err}");
+    assert!(!super::redb_kv::file_in(dir.path()).exists());
+    let dir = tempfile::tempdir().unwrap();
+    drop(super::open(StoreEngine::Redb, dir.path(), mb, mb).unwrap());
+    let err = super::open(StoreEngine::Sled, dir.path(), mb, mb)
+        .err()
+        .unwrap();
+    assert!(err.contains("holds a redb store"), "{err}");
+    assert!(!dir.path().join("conf").exists());
 }
 
 fn object(tenant: &TenantId, id: &str, entity: Entity) -> StoredObject {
@@ -716,11 +765,10 @@ async fn indexes_are_rebuilt_for_older_data() {
         .is_some());
 }
 
-#[tokio::test]
-async fn sled_store_closes_with_unawaited_durability_handles() {
+async fn closes_with_unawaited_durability_handles(open: Reopen) {
     let dir = tempfile::tempdir().unwrap();
     let a = t("a");
-    let s = super::sled_kv::SledStore::open_dir(dir.path()).unwrap();
+    let s = open(dir.path());
     let c = s
         .write(&a, Kind::Person, "p1", &ev(), &mut |_| {
             Ok(Decision::Put(Box::new(person(&a, "p1", "x@k.se", None))))
@@ -730,6 +778,16 @@ async fn sled_store_closes_with_unawaited_durability_handles() {
     // committer finishes the queued round at close, so the handle reports success.
     drop(s);
     assert!(c.durable.wait().await.is_ok());
-    let s = super::kv::KvStore::new(super::sled_kv::reopen(dir.path()));
+    let s = open(dir.path());
     assert!(s.get(&a, Kind::Person, "p1").unwrap().is_some());
+}
+
+#[tokio::test]
+async fn sled_store_closes_with_unawaited_durability_handles() {
+    closes_with_unawaited_durability_handles(reopen_sled).await;
+}
+
+#[tokio::test]
+async fn redb_store_closes_with_unawaited_durability_handles() {
+    closes_with_unawaited_durability_handles(reopen_redb).await;
 }

@@ -10,8 +10,10 @@
 //! The returned [`Committed::durable`] resolves once a flush covering the batch is on disk
 //! (concurrent writers share flushes: group commit).
 
+pub mod group_commit;
 pub mod kv;
 pub mod memory;
+pub mod redb_kv;
 pub mod sled_kv;
 
 #[cfg(test)]
@@ -25,6 +27,67 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::jobs::{ItemResult, JobHeader, JobMark};
 use crate::domain::{DomainError, Kind, ObjectModel, Protocol, StoredObject, TenantId};
+
+/// Which ordered key-value engine persists the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreEngine {
+    #[default]
+    Sled,
+    Redb,
+}
+
+impl StoreEngine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreEngine::Sled => "sled",
+            StoreEngine::Redb => "redb",
+        }
+    }
+}
+
+/// Opens the store of `engine` in `dir`, refusing a directory that holds the other
+/// engine's files (opening it would start an empty store beside the real data).
+pub fn open(
+    engine: StoreEngine,
+    dir: &std::path::Path,
+    cache_bytes: u64,
+    model_cache_bytes: u64,
+) -> Result<std::sync::Arc<dyn Store>, String> {
+    let sled_files = dir.join("conf").exists() || dir.join("db").exists();
+    let redb_file = redb_kv::file_in(dir).exists();
+    let other = match engine {
+        StoreEngine::Sled if redb_file => Some(StoreEngine::Redb),
+        StoreEngine::Redb if sled_files => Some(StoreEngine::Sled),
+        _ => None,
+    };
+    if let Some(other) = other {
+        return Err(format!(
+            "server.engine is \"{}\" but {} holds a {} store: set server.engine = \"{}\" or use another data_dir",
+            engine.as_str(),
+            dir.display(),
+            other.as_str(),
+            other.as_str()
+        ));
+    }
+    let opened: Result<std::sync::Arc<dyn Store>, StoreError> = match engine {
+        StoreEngine::Sled => {
+            sled_kv::SledStore::open_dir_with_caches(dir, cache_bytes, model_cache_bytes)
+                .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn Store>)
+        }
+        StoreEngine::Redb => {
+            redb_kv::RedbStore::open_dir_with_caches(dir, cache_bytes, model_cache_bytes)
+                .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn Store>)
+        }
+    };
+    opened.map_err(|e| {
+        format!(
+            "server.data_dir {}: cannot open the {} store: {e}",
+            dir.display(),
+            engine.as_str()
+        )
+    })
+}
 
 /// A storage failure. Its text goes to the log only; clients see `Unavailable`/`Internal`.
 #[derive(Debug, thiserror::Error)]

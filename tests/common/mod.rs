@@ -69,6 +69,16 @@ impl Server {
     /// The admin listener takes a free port and accepts [`ADMIN_TOKEN`]; unless `extra`
     /// has its own `[rate_limits]`, quotas are high enough never to get in a test's way.
     pub fn start_with(tenants: &str, extra: &str) -> Server {
+        Self::start_with_server(tenants, extra, "")
+    }
+
+    /// Starts the standard tenants with extra keys in the `[server]` table (e.g.
+    /// `engine = "redb"`).
+    pub fn start_with_server_keys(server: &str) -> Server {
+        Self::start_with_server(&standard_tenants(), "", server)
+    }
+
+    fn start_with_server(tenants: &str, extra: &str, server: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("skolgrind.toml");
         let data = dir.path().join("data");
@@ -88,7 +98,7 @@ impl Server {
         std::fs::write(
             &config,
             format!(
-                "version = 1\n{extra}\n{limits}{admin}[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{tenants}",
+                "version = 1\n{extra}\n{limits}{admin}[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{server}\n{tenants}",
                 data.display()
             ),
         )

@@ -674,12 +674,13 @@ async fn model_cache_never_keeps_a_stale_model() {
 
     let s = Arc::new(KvStore::new(GatedKv::default()));
     let a = t("a");
+    // A group: the cache keeps shared objects (not persons, see `Cached::shared`).
     let named = |n: &str| {
-        let mut p = person(&a, "p1", "p@k.se", None);
-        if let Entity::Person(x) = &mut p.entity {
-            x.display_name = Some(n.into());
+        let mut g = group(&a, "g1", &["p1"]);
+        if let Entity::Group(x) = &mut g.entity {
+            x.display_name = n.into();
         }
-        p
+        g
     };
     put(&*s, named("old")).await.unwrap();
     let (read_tx, read_rx) = channel();
@@ -689,7 +690,7 @@ async fn model_cache_never_keeps_a_stale_model() {
         let (s, a) = (s.clone(), a.clone());
         std::thread::spawn(move || {
             start_rx.recv().unwrap();
-            s.get_model(&a, Kind::Person, "p1").unwrap()
+            s.get_model(&a, Kind::Group, "g1").unwrap()
         })
     };
     *s.engine().gate.lock().unwrap() = Some((reader.thread().id(), read_tx, go_rx));
@@ -699,9 +700,9 @@ async fn model_cache_never_keeps_a_stale_model() {
     put(&*s, named("new")).await.unwrap();
     go_tx.send(()).unwrap();
     let seen = reader.join().unwrap().unwrap();
-    assert!(matches!(&seen.entity, Entity::Person(p) if p.display_name.as_deref() == Some("old")));
-    let m = s.get_model(&a, Kind::Person, "p1").unwrap().unwrap();
-    assert!(matches!(&m.entity, Entity::Person(p) if p.display_name.as_deref() == Some("new")));
+    assert!(matches!(&seen.entity, Entity::Group(g) if g.display_name == "old"));
+    let m = s.get_model(&a, Kind::Group, "g1").unwrap().unwrap();
+    assert!(matches!(&m.entity, Entity::Group(g) if g.display_name == "new"));
 }
 
 /// Values of format version 1 held the document inline; opening such a store moves it to

@@ -63,6 +63,21 @@ enum Cached {
     Links(Links),
 }
 
+impl Cached {
+    /// Whether many reads share this entry, so that caching it pays. A person and the
+    /// relations from a person are read by that person's own logins (a test morning reads
+    /// each once, across a million persons); caching them would only push out the groups,
+    /// activities, duties and school units that every login of a class reads.
+    fn shared(&self) -> bool {
+        match self {
+            Cached::Model(m, _) => m.kind() != Kind::Person,
+            Cached::Links(l) => !l
+                .iter()
+                .any(|(link, _)| matches!(link, Link::PersonGroups | Link::PersonDuties)),
+        }
+    }
+}
+
 type ModelCache = quick_cache::sync::Cache<Vec<u8>, Cached, ModelWeight>;
 
 #[derive(Clone)]
@@ -178,6 +193,9 @@ impl<B: Kv> KvStore<B> {
         let Some(v) = load(&self.kv)? else {
             return Ok(None);
         };
+        if !v.shared() {
+            return Ok(Some(v));
+        }
         self.models.insert(key.clone(), v.clone());
         if self.generation.load(Ordering::SeqCst) != before {
             self.models.remove(&key);

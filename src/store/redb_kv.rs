@@ -63,10 +63,17 @@ impl RedbKv {
             std::fs::create_dir_all(dir).map_err(text)?;
             let db = Database::builder()
                 .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
+                .set_repair_callback(|session| {
+                    tracing::warn!(
+                        progress = session.progress(),
+                        "store: repairing the database file after an unclean shutdown"
+                    );
+                })
                 .create(file_in(dir))
                 .map_err(text)?;
             // Both tables exist from the start, so readers never meet a missing table.
-            let tx = db.begin_write().map_err(text)?;
+            let mut tx = db.begin_write().map_err(text)?;
+            tx.set_quick_repair(true);
             let reserved = {
                 tx.open_table(DATA).map_err(text)?;
                 let meta = tx.open_table(META).map_err(text)?;
@@ -138,9 +145,12 @@ impl Engine for RedbEngine {
         Ok(())
     }
 
-    /// One write transaction, committed with immediate durability.
+    /// One write transaction, committed with immediate durability. Quick repair (the
+    /// allocator state saved with each commit, two-phase commit) makes reopening after a
+    /// crash almost instant instead of a walk over the whole file.
     fn commit(&self, ops: Vec<KvOp>) -> Result<(), String> {
-        let tx = self.db.begin_write().map_err(text)?;
+        let mut tx = self.db.begin_write().map_err(text)?;
+        tx.set_quick_repair(true);
         {
             let mut table = tx.open_table(DATA).map_err(text)?;
             for (k, v) in ops {
@@ -165,6 +175,7 @@ impl Engine for RedbEngine {
             let end = next + SEQ_BLOCK - 1;
             let mut tx = self.db.begin_write().map_err(text)?;
             tx.set_durability(Durability::Immediate).map_err(text)?;
+            tx.set_quick_repair(true);
             {
                 let mut meta = tx.open_table(META).map_err(text)?;
                 meta.insert(SEQ_RESERVED, end).map_err(text)?;

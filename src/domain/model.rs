@@ -312,16 +312,29 @@ pub struct ObjectModel {
 pub type ReadModel<'a, E> =
     dyn FnMut(Kind, &str) -> Result<Option<std::sync::Arc<ObjectModel>>, E> + 'a;
 
+/// Who is at a school unit, as stored now: the persons enrolled at it and the duties at
+/// it (source ids).
+#[derive(Debug, Default)]
+pub struct AtUnit {
+    pub enrolled: Vec<String>,
+    pub duties: Vec<String>,
+}
+
+/// Looks up who is at a school unit.
+pub type ReadAtUnit<'a, E> = dyn FnMut(&str) -> Result<AtUnit, E> + 'a;
+
 impl Entity {
     /// Adds to `out` the persons (source ids) whose login account view this version of
     /// object `id` feeds: a person itself, a group's members, a duty's person, an
-    /// activity's pupils (members of its groups) and teachers (its duties' persons). A
-    /// school unit feeds every account at it and is left out. `read` looks up a group or
-    /// duty as stored now.
+    /// activity's pupils (members of its groups) and teachers (its duties' persons), a
+    /// school unit's enrolled pupils and the persons of its duties (their views show its
+    /// name and code). `read` looks up a group or duty as stored now, `at_unit` who is at a
+    /// school unit.
     pub fn account_persons<E>(
         &self,
         id: &str,
         read: &mut ReadModel<'_, E>,
+        at_unit: &mut ReadAtUnit<'_, E>,
         out: &mut std::collections::BTreeSet<String>,
     ) -> Result<(), E> {
         match self {
@@ -346,7 +359,17 @@ impl Entity {
                     }
                 }
             }
-            Entity::OrgUnit(_) => {}
+            Entity::OrgUnit(_) => {
+                let at = at_unit(id)?;
+                out.extend(at.enrolled);
+                for d in &at.duties {
+                    if let Some(m) = read(Kind::Duty, d)? {
+                        if let Entity::Duty(d) = &m.entity {
+                            out.extend(d.person.iter().cloned());
+                        }
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -6,7 +6,8 @@ use chrono::Utc;
 
 use super::{AuditOp, Decision, Link, Op, Store, WriteEvent};
 use crate::domain::model::{
-    gateway_id, Activity, Duty, Entity, ExternalIdentifier, Group, Meta, Person,
+    gateway_id, Activity, Duty, Enrolment, Entity, ExternalIdentifier, Group, Meta, OrgType,
+    OrgUnit, Person,
 };
 use crate::domain::{ConflictKind, DomainError, Kind, Protocol, StoredObject, TenantId};
 
@@ -610,6 +611,49 @@ async fn models(s: &dyn Store) {
     let last = s.changes(0, 100_000).unwrap().pop().unwrap();
     assert_eq!((last.kind, last.id.as_str()), (Kind::Group, "mg"));
     assert_eq!(last.accounts, ["q2", "q3", "q4"]);
+    // A school unit's change lists the pupils enrolled at it and the persons of its
+    // duties (as stored now), not persons elsewhere.
+    let enrolled = |id: &str, unit: &str| {
+        let mut p = person(&a, id, &format!("{id}@m.se"), None);
+        if let Entity::Person(x) = &mut p.entity {
+            x.enrolments = vec![Enrolment {
+                school_unit: unit.into(),
+                school_type: None,
+                school_year: None,
+                program_code: None,
+            }];
+        }
+        p
+    };
+    put(s, enrolled("q5", "u")).await.unwrap();
+    put(s, enrolled("q6", "other")).await.unwrap();
+    put(s, duty(&a, "d9", "q7")).await.unwrap(); // at "u"
+    let unit = |name: &str| {
+        object(
+            &a,
+            "u",
+            Entity::OrgUnit(OrgUnit {
+                org_type: OrgType::SchoolUnit,
+                display_name: name.into(),
+                school_unit_code: None,
+                municipality_code: None,
+                parent: None,
+                organisation: None,
+                school_types: vec![],
+            }),
+        )
+    };
+    put(s, unit("Skolan")).await.unwrap();
+    let last = s.changes(0, 100_000).unwrap().pop().unwrap();
+    assert_eq!((last.kind, last.id.as_str()), (Kind::OrgUnit, "u"));
+    assert_eq!(last.accounts, ["q5", "q7"]);
+    // The pupil moves to the other unit: the next change of "u" no longer lists it.
+    put(s, enrolled("q5", "other")).await.unwrap();
+    put(s, unit("Skolan 2")).await.unwrap();
+    assert_eq!(
+        s.changes(0, 100_000).unwrap().pop().unwrap().accounts,
+        ["q7"]
+    );
 }
 
 /// A reader that read an object just before a write and fills the cache just after it

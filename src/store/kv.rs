@@ -43,7 +43,7 @@ use super::{
     StoreError, WriteEvent, MAX_CHANGE_ACCOUNTS,
 };
 use crate::domain::jobs::{ItemResult, JobHeader, JobMark};
-use crate::domain::model::gateway_id;
+use crate::domain::model::{gateway_id, AtUnit};
 use crate::domain::{ConflictKind, DomainError, Entity, Kind, ObjectModel, StoredObject, TenantId};
 
 /// Format version of stored object values: 2 keeps `raw` under its own key; 1 (still
@@ -67,13 +67,17 @@ impl Cached {
     /// Whether many reads share this entry, so that caching it pays. A person and the
     /// relations from a person are read by that person's own logins (a test morning reads
     /// each once, across a million persons); caching them would only push out the groups,
-    /// activities, duties and school units that every login of a class reads.
+    /// activities, duties and school units that every login of a class reads. The
+    /// relations from a school unit (everyone at it) are read only when it changes.
     fn shared(&self) -> bool {
         match self {
             Cached::Model(m, _) => m.kind() != Kind::Person,
-            Cached::Links(l) => !l
-                .iter()
-                .any(|(link, _)| matches!(link, Link::PersonGroups | Link::PersonDuties)),
+            Cached::Links(l) => !l.iter().any(|(link, _)| {
+                matches!(
+                    link,
+                    Link::PersonGroups | Link::PersonDuties | Link::UnitPersons | Link::UnitDuties
+                )
+            }),
         }
     }
 }
@@ -228,6 +232,20 @@ impl<B: Kv> KvStore<B> {
             o.entity.account_persons(
                 &o.id,
                 &mut |kind, id| self.get_model(tenant, kind, id),
+                &mut |unit| {
+                    let links = self.links_from(tenant, unit)?;
+                    let of = |want: Link| {
+                        links
+                            .iter()
+                            .filter(|(l, _)| *l == want)
+                            .map(|(_, to)| to.clone())
+                            .collect()
+                    };
+                    Ok(AtUnit {
+                        enrolled: of(Link::UnitPersons),
+                        duties: of(Link::UnitDuties),
+                    })
+                },
                 &mut out,
             )?;
         }
@@ -485,8 +503,14 @@ fn derived_keys(o: Option<&StoredObject>) -> BTreeSet<Vec<u8>> {
                 .iter()
                 .for_each(|d| link(Link::DutyActivities, d));
         }
-        Entity::Duty(d) => d.person.iter().for_each(|p| link(Link::PersonDuties, p)),
+        Entity::Duty(d) => {
+            d.person.iter().for_each(|p| link(Link::PersonDuties, p));
+            link(Link::UnitDuties, &d.school_unit);
+        }
         Entity::Person(p) => {
+            p.enrolments
+                .iter()
+                .for_each(|e| link(Link::UnitPersons, &e.school_unit));
             for x in &p.external_identifiers {
                 if let Some(c) = &x.context {
                     let mut k = external_prefix(c, &x.value);
@@ -525,8 +549,9 @@ fn derived_ops(previous: Option<&StoredObject>, current: Option<&StoredObject>) 
 
 /// Index-layout version kept under `s/store/index_version`; [`KvStore::ensure_indexes`]
 /// rebuilds the derived indexes of data written by an older version (3: object values
-/// without the inline document; 4: relations keyed by their source id first).
-const INDEX_VERSION: &[u8] = b"4";
+/// without the inline document; 4: relations keyed by their source id first; 5: school
+/// unit → enrolled persons and duties).
+const INDEX_VERSION: &[u8] = b"5";
 const INDEX_VERSION_KEY: &[u8] = b"s/store/index_version";
 
 impl<B: Kv> KvStore<B> {

@@ -143,8 +143,8 @@ pub struct ChangeRecord {
     pub at: DateTime<Utc>,
     /// The persons (source ids, same tenant) whose login account view this change alters:
     /// the person itself; a group's members before and after; a duty's person; the members
-    /// of an activity's groups and its teachers' persons, before and after. (A school
-    /// unit's change is not fanned out.)
+    /// of an activity's groups and its teachers' persons, before and after; the persons
+    /// enrolled at a school unit and the persons of its duties.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub accounts: Vec<String>,
 }
@@ -236,6 +236,10 @@ pub enum Link {
     PersonDuties,
     /// Duty → the activities it teaches (from `Activity::teachers`).
     DutyActivities,
+    /// School unit → the persons enrolled at it (from `Person::enrolments`).
+    UnitPersons,
+    /// School unit → the duties at it (from `Duty::school_unit`).
+    UnitDuties,
 }
 
 impl Link {
@@ -245,6 +249,8 @@ impl Link {
             Link::GroupActivities => "ga",
             Link::PersonDuties => "pd",
             Link::DutyActivities => "da",
+            Link::UnitPersons => "up",
+            Link::UnitDuties => "ud",
         }
     }
 
@@ -255,6 +261,8 @@ impl Link {
             Link::GroupActivities,
             Link::PersonDuties,
             Link::DutyActivities,
+            Link::UnitPersons,
+            Link::UnitDuties,
         ]
         .into_iter()
         .find(|l| l.as_str() == s)

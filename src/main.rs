@@ -43,6 +43,20 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Copy a stopped server's store into an empty directory with another engine (e.g.
+    /// sled to redb); then point server.data_dir and server.engine at the copy.
+    CopyStore {
+        /// The store's data directory.
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        #[arg(long, value_enum)]
+        from_engine: skolgrind::store::StoreEngine,
+        /// An empty (or missing) directory for the copy.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        #[arg(long, value_enum)]
+        to_engine: skolgrind::store::StoreEngine,
+    },
     /// Write a development PKI: server and client certificates, federation JWKS and signed
     /// metadata, a JWT issuer JWKS and a sample token. Never for production.
     DevPki {
@@ -135,6 +149,27 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("metadata: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::CopyStore {
+            from,
+            from_engine,
+            to,
+            to_engine,
+        } => match skolgrind::store::copy_store(from_engine, &from, to_engine, &to) {
+            Ok(keys) => {
+                println!(
+                    "copied {keys} keys from the {} store in {} to a {} store in {}",
+                    from_engine.as_str(),
+                    from.display(),
+                    to_engine.as_str(),
+                    to.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("copy-store: {e}");
                 ExitCode::FAILURE
             }
         },

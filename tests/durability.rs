@@ -148,3 +148,94 @@ async fn survives_kill_9(mut s: Server) {
     .await;
     assert_eq!(st, 409);
 }
+
+/// The documented way from sled to redb: stop the server, `skolgrind copy-store`, point
+/// `server.data_dir` and `server.engine` at the copy. Everything the school owner sent is
+/// there and the copy takes writes; pointing redb at the old sled directory is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_store_copied_to_redb_serves_the_same_data() {
+    let mut s = Server::start();
+    let c = client();
+    assert_eq!(push_fixtures(&s, &c, KEY_A).await, vec![201; 26]);
+    // The listing as text, without the (ephemeral) base URL in meta.location.
+    let listing = |s: &Server, c: &reqwest::Client| {
+        let (url, base) = (s.url("/egil/Users"), s.url(""));
+        let c = c.clone();
+        async move {
+            let r = send(&c, "GET", &url, Some(KEY_A), None, vec![]).await;
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap().replace(&base, "BASE")
+        }
+    };
+    let before = listing(&s, &c).await;
+    assert!(before.contains("\"totalResults\":7"), "{before}");
+    s.kill9();
+    let old = s.data_dir();
+    let new = old.with_file_name("data-redb");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skolgrind"))
+        .args([
+            "copy-store",
+            "--from-engine",
+            "sled",
+            "--to-engine",
+            "redb",
+            "--from",
+        ])
+        .arg(&old)
+        .arg("--to")
+        .arg(&new)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("copied "));
+    // A second copy into the same directory is refused.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_skolgrind"))
+        .args([
+            "copy-store",
+            "--from-engine",
+            "sled",
+            "--to-engine",
+            "redb",
+            "--from",
+        ])
+        .arg(&old)
+        .arg("--to")
+        .arg(&new)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a store"));
+    let (old_s, new_s) = (old.display().to_string(), new.display().to_string());
+    s.start_again_with(|cfg| {
+        cfg.replace(
+            &format!("data_dir = \"{old_s}\""),
+            &format!("data_dir = \"{new_s}\"\nengine = \"redb\""),
+        )
+    });
+    assert_eq!(listing(&s, &c).await, before);
+    let (id, body) = user(7);
+    let r = send(
+        &c,
+        "POST",
+        &s.url("/egil/Users"),
+        Some(KEY_A),
+        Some(SCIM),
+        body,
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let r = send(
+        &c,
+        "GET",
+        &s.url(&format!("/egil/Users/{id}")),
+        Some(KEY_A),
+        None,
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+}

@@ -836,3 +836,62 @@ async fn sled_store_closes_with_unawaited_durability_handles() {
 async fn redb_store_closes_with_unawaited_durability_handles() {
     closes_with_unawaited_durability_handles(reopen_redb).await;
 }
+
+/// A store copied to the other engine holds the same objects, indexes, change feed and
+/// audit trail, and its sequence numbers continue after the source's.
+#[tokio::test]
+async fn a_store_is_copied_between_engines() {
+    use super::StoreEngine::{Redb, Sled};
+    let root = tempfile::tempdir().unwrap();
+    let (from, to, back) = (
+        root.path().join("from"),
+        root.path().join("to"),
+        root.path().join("back"),
+    );
+    let a = t("a");
+    let (changes, audit) = {
+        let s = super::sled_kv::SledStore::open_dir(&from).unwrap();
+        for i in 0..30 {
+            put(
+                &s,
+                person(&a, &format!("p{i:02}"), &format!("p{i}@k.se"), None),
+            )
+            .await
+            .unwrap();
+        }
+        put(&s, group(&a, "g1", &["p01", "p02"])).await.unwrap();
+        (s.changes(0, 1000).unwrap(), s.audit(&a, 0, 1000).unwrap())
+    };
+    assert!(
+        super::copy_store(Sled, &root.path().join("none"), Redb, &to)
+            .unwrap_err()
+            .contains("holds no store")
+    );
+    let copied = super::copy_store(Sled, &from, Redb, &to).unwrap();
+    assert!(copied > 31 * 4, "{copied}");
+    assert!(super::copy_store(Sled, &from, Redb, &to)
+        .unwrap_err()
+        .contains("already holds a store"));
+    let s = super::redb_kv::RedbStore::open_dir(&to).unwrap();
+    assert_eq!(s.changes(0, 1000).unwrap(), changes);
+    assert_eq!(s.audit(&a, 0, 1000).unwrap(), audit);
+    assert_eq!(
+        s.get(&a, Kind::Person, "p07").unwrap().unwrap().raw,
+        "{\"x\":1}"
+    );
+    assert_eq!(
+        s.find_eppn("p7@k.se").unwrap(),
+        Some((a.clone(), "p07".to_owned()))
+    );
+    assert_eq!(s.linked(&a, Link::PersonGroups, "p02").unwrap(), ["g1"]);
+    put(&s, person(&a, "p99", "p99@k.se", None)).await.unwrap();
+    let last = changes.last().unwrap().seq;
+    assert!(s.changes(0, 1000).unwrap().last().unwrap().seq > last);
+    // And back to sled: numbers continue after the copy's.
+    let high = s.changes(0, 1000).unwrap().last().unwrap().seq;
+    drop(s);
+    super::copy_store(Redb, &to, Sled, &back).unwrap();
+    let s = super::kv::KvStore::new(super::sled_kv::reopen(&back));
+    put(&s, person(&a, "p98", "p98@k.se", None)).await.unwrap();
+    assert!(s.changes(0, 1000).unwrap().last().unwrap().seq > high);
+}

@@ -35,6 +35,9 @@ pub trait Engine: Send + Sync + 'static {
     fn commit(&self, ops: Vec<KvOp>) -> Result<(), String>;
     /// A strictly increasing number that survives restarts (it may skip values).
     fn next_seq(&self) -> Result<u64, String>;
+    /// Makes every later [`Engine::next_seq`] larger than `floor` (for a copied store,
+    /// whose records carry the source's numbers).
+    fn advance_seq(&self, floor: u64) -> Result<(), String>;
     /// Makes everything committed durable (a no-op for engines whose commit already is).
     fn flush(&self) -> Result<(), String>;
 }
@@ -104,6 +107,11 @@ impl<E: Engine> GroupCommitKv<E> {
 
     pub(crate) fn engine(&self) -> &E {
         &self.shared.engine
+    }
+
+    /// See [`Engine::advance_seq`].
+    pub fn advance_seq(&self, floor: u64) -> Result<(), StoreError> {
+        self.shared.engine.advance_seq(floor).map_err(io)
     }
 
     /// Calls `f` for the overlay entries from `from`, with the engine's entries merged in

@@ -29,7 +29,7 @@ use crate::domain::jobs::{ItemResult, JobHeader, JobMark};
 use crate::domain::{DomainError, Kind, ObjectModel, Protocol, StoredObject, TenantId};
 
 /// Which ordered key-value engine persists the store.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreEngine {
     #[default]
@@ -87,6 +87,93 @@ pub fn open(
             engine.as_str()
         )
     })
+}
+
+/// Whether `dir` holds either engine's files.
+fn holds_a_store(dir: &std::path::Path) -> bool {
+    dir.join("conf").exists() || dir.join("db").exists() || redb_kv::file_in(dir).exists()
+}
+
+/// An engine's raw key-value handle, for copying a store between engines.
+enum RawKv {
+    Sled(sled_kv::SledKv),
+    Redb(redb_kv::RedbKv),
+}
+
+impl RawKv {
+    fn open(engine: StoreEngine, dir: &std::path::Path) -> Result<Self, StoreError> {
+        Ok(match engine {
+            StoreEngine::Sled => RawKv::Sled(sled_kv::SledKv::open(dir)?),
+            StoreEngine::Redb => RawKv::Redb(redb_kv::RedbKv::open(dir)?),
+        })
+    }
+
+    fn kv(&self) -> &dyn kv::Kv {
+        match self {
+            RawKv::Sled(k) => k,
+            RawKv::Redb(k) => k,
+        }
+    }
+
+    fn advance_seq(&self, floor: u64) -> Result<(), StoreError> {
+        match self {
+            RawKv::Sled(k) => k.advance_seq(floor),
+            RawKv::Redb(k) => k.advance_seq(floor),
+        }
+    }
+}
+
+/// Copies every key of the store in `from` (written by `from_engine`) into a new store of
+/// `to_engine` in `to`, which must not hold a store yet; sequence numbers of the copy
+/// continue after the source's. Offline: both engines lock their files, so a running
+/// server on either directory makes this fail. Returns the number of keys copied.
+pub fn copy_store(
+    from_engine: StoreEngine,
+    from: &std::path::Path,
+    to_engine: StoreEngine,
+    to: &std::path::Path,
+) -> Result<u64, String> {
+    if !holds_a_store(from) {
+        return Err(format!("{}: holds no store", from.display()));
+    }
+    if holds_a_store(to) {
+        return Err(format!(
+            "{}: already holds a store; copy into an empty directory",
+            to.display()
+        ));
+    }
+    let err = |dir: &std::path::Path, e: StoreError| format!("{}: {e}", dir.display());
+    let source = RawKv::open(from_engine, from).map_err(|e| err(from, e))?;
+    let target = RawKv::open(to_engine, to).map_err(|e| err(to, e))?;
+    const CHUNK: usize = 10_000;
+    let mut chunk: Vec<kv::KvOp> = Vec::with_capacity(CHUNK);
+    let mut copied = 0u64;
+    let mut failed = None;
+    source
+        .kv()
+        .scan(b"", &mut |k, v| {
+            chunk.push((k.to_vec(), Some(v.to_vec())));
+            copied += 1;
+            if chunk.len() == CHUNK {
+                // Committed before the next chunk: the group committer's overlay never
+                // holds more than one chunk.
+                let step = target.kv().apply(std::mem::take(&mut chunk));
+                if let Err(e) = step.and_then(|_| target.kv().flush()) {
+                    failed = Some(e);
+                    return false;
+                }
+            }
+            true
+        })
+        .map_err(|e| err(from, e))?;
+    if let Some(e) = failed {
+        return Err(err(to, e));
+    }
+    target.kv().apply(chunk).map_err(|e| err(to, e))?;
+    let floor = source.kv().next_seq().map_err(|e| err(from, e))?;
+    target.advance_seq(floor).map_err(|e| err(to, e))?;
+    target.kv().flush().map_err(|e| err(to, e))?;
+    Ok(copied)
 }
 
 /// A storage failure. Its text goes to the log only; clients see `Unavailable`/`Internal`.

@@ -119,6 +119,21 @@ impl RedbStore {
     }
 }
 
+impl RedbEngine {
+    /// Durably records that sequence numbers up to `end` may be in use; returns `end`.
+    fn reserve_until(&self, end: u64) -> Result<u64, String> {
+        let mut tx = self.db.begin_write().map_err(text)?;
+        tx.set_durability(Durability::Immediate).map_err(text)?;
+        tx.set_quick_repair(true);
+        {
+            let mut meta = tx.open_table(META).map_err(text)?;
+            meta.insert(SEQ_RESERVED, end).map_err(text)?;
+        }
+        tx.commit().map_err(text)?;
+        Ok(end)
+    }
+}
+
 impl Engine for RedbEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
         let tx = self.db.begin_read().map_err(text)?;
@@ -172,19 +187,20 @@ impl Engine for RedbEngine {
         let (next, reserved) = *seq;
         if next > reserved {
             // Reserve the next block durably before handing out any number from it.
-            let end = next + SEQ_BLOCK - 1;
-            let mut tx = self.db.begin_write().map_err(text)?;
-            tx.set_durability(Durability::Immediate).map_err(text)?;
-            tx.set_quick_repair(true);
-            {
-                let mut meta = tx.open_table(META).map_err(text)?;
-                meta.insert(SEQ_RESERVED, end).map_err(text)?;
-            }
-            tx.commit().map_err(text)?;
-            seq.1 = end;
+            seq.1 = self.reserve_until(next + SEQ_BLOCK - 1)?;
         }
         seq.0 = next + 1;
         Ok(next)
+    }
+
+    fn advance_seq(&self, floor: u64) -> Result<(), String> {
+        let mut seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        if seq.0 <= floor {
+            // Numbers up to `floor` count as used: reserve from past it.
+            seq.1 = self.reserve_until(floor)?;
+            seq.0 = floor + 1;
+        }
+        Ok(())
     }
 
     fn flush(&self) -> Result<(), String> {

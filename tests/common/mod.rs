@@ -154,6 +154,13 @@ impl Server {
         self.spawn();
     }
 
+    /// Starts again (after [`Server::kill9`]) with the config file rewritten by `edit`.
+    pub fn start_again_with(&mut self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(&self.config, edit(text)).unwrap();
+        self.spawn();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -172,20 +172,17 @@ async fn a_sled_store_copied_to_redb_serves_the_same_data() {
     s.kill9();
     let old = s.data_dir();
     let new = old.with_file_name("data-redb");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skolgrind"))
-        .args([
-            "copy-store",
-            "--from-engine",
-            "sled",
-            "--to-engine",
-            "redb",
-            "--from",
-        ])
-        .arg(&old)
-        .arg("--to")
-        .arg(&new)
-        .output()
-        .unwrap();
+    let copy = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_skolgrind"))
+            .args(["copy-store", "--from-engine", "sled", "--to-engine", "redb"])
+            .arg("--from")
+            .arg(&old)
+            .arg("--to")
+            .arg(&new)
+            .output()
+            .unwrap()
+    };
+    let out = copy();
     assert!(
         out.status.success(),
         "{}",
@@ -193,20 +190,7 @@ async fn a_sled_store_copied_to_redb_serves_the_same_data() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("copied "));
     // A second copy into the same directory is refused.
-    let again = std::process::Command::new(env!("CARGO_BIN_EXE_skolgrind"))
-        .args([
-            "copy-store",
-            "--from-engine",
-            "sled",
-            "--to-engine",
-            "redb",
-            "--from",
-        ])
-        .arg(&old)
-        .arg("--to")
-        .arg(&new)
-        .output()
-        .unwrap();
+    let again = copy();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a store"));
     let (old_s, new_s) = (old.display().to_string(), new.display().to_string());

@@ -147,6 +147,14 @@ impl<B: Kv> KvStore<B> {
     }
 
     /// With a decoded-model cache of about `bytes` (0 turns it off).
+    /// A store on `kv` with a model cache of `model_cache_bytes`, its read-side indexes
+    /// brought up to date (what every on-disk engine does when it opens).
+    pub fn open_on(kv: B, model_cache_bytes: u64) -> Result<Self, StoreError> {
+        let s = Self::with_model_cache(kv, model_cache_bytes);
+        s.ensure_indexes()?;
+        Ok(s)
+    }
+
     pub fn with_model_cache(kv: B, bytes: u64) -> Self {
         // quick_cache wants an item estimate for sizing its tables: ~300 bytes per model.
         let items = usize::try_from(bytes / 300).unwrap_or(usize::MAX).max(1);

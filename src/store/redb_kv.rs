@@ -102,12 +102,10 @@ impl RedbStore {
         cache_bytes: u64,
         model_cache_bytes: u64,
     ) -> Result<Self, StoreError> {
-        let s = KvStore::with_model_cache(
+        KvStore::open_on(
             RedbKv::open_with_cache(dir, cache_bytes)?,
             model_cache_bytes,
-        );
-        s.ensure_indexes()?;
-        Ok(s)
+        )
     }
 
     pub fn open_dir(dir: &Path) -> Result<Self, StoreError> {

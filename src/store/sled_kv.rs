@@ -118,12 +118,10 @@ impl SledStore {
         cache_bytes: u64,
         model_cache_bytes: u64,
     ) -> Result<Self, StoreError> {
-        let s = KvStore::with_model_cache(
+        KvStore::open_on(
             SledKv::open_with_cache(dir, cache_bytes)?,
             model_cache_bytes,
-        );
-        s.ensure_indexes()?;
-        Ok(s)
+        )
     }
 }
 

@@ -861,17 +861,25 @@ fn stall(s: &Server) -> std::net::TcpStream {
 async fn in_flight_cap_sheds_with_503() {
     let s = Server::start_with(&standard_tenants(), "[load]\nmax_in_flight = 1\n");
     let c = client();
-    // A client that starts a body and stalls holds the only in-flight slot...
-    // ...so another call is shed with 503 + Retry-After in SCIM's format (retried until
-    // the stalled request has reached the server). About half the runs on an idle box
-    // never saw the stalled request take the slot (cause not yet found; a manual
-    // reproduction with curl always sheds), so a fresh stalled connection is tried a few
-    // times before the test fails.
+    // A client that starts a body and stalls holds the only in-flight slot, so another
+    // call is shed with 503 + Retry-After in SCIM's format. The stalled request must reach
+    // the server first: sent at once, the first GET could take the slot and get the
+    // stalled POST itself shed (the server log of the flaky runs showed exactly that), so
+    // the GETs start after a pause, and a stalled request that was answered (shed) is
+    // replaced.
     let mut shed = None;
     let mut stalled = stall(&s);
     'attempts: for attempt in 0..5 {
         if attempt > 0 {
             stalled = stall(&s);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        stalled.set_nonblocking(true).unwrap();
+        let mut peek = [0u8; 1];
+        let answered = matches!(stalled.peek(&mut peek), Ok(n) if n > 0);
+        stalled.set_nonblocking(false).unwrap();
+        if answered {
+            continue;
         }
         for _ in 0..100 {
             let r = send(&c, "GET", &s.url("/egil/Users"), Some(KEY_B), None, vec![]).await;

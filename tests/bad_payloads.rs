@@ -274,6 +274,15 @@ fn cases() -> Vec<Case> {
             400,
             format!("{EXT}.civicNo: expected 12 digits"),
         ),
+        // EGIL's profile (SS12000:2018) carries 12-digit numbers only; the temporary
+        // numbers SS12000:2020 allows are refused here.
+        case(
+            "civicNo temporary number",
+            "Users",
+            with(user(), &ext("civicNo"), Some(json!("20040604TF20"))),
+            400,
+            format!("{EXT}.civicNo: expected 12 digits"),
+        ),
         case(
             "civicNo with hyphen",
             "Users",

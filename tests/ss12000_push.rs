@@ -574,6 +574,30 @@ fn dnp_cases() -> Vec<Case> {
             vec!["7001"],
             "civicNo.value",
         ),
+        // A temporary number from the pupil register (DNP: YYYYMMDDTFnn) is accepted;
+        // other letters are not.
+        (
+            "persons",
+            with(
+                pe(20),
+                "civicNo",
+                json!({"value": "20100101TF20", "nationality": "SE"}),
+            ),
+            "Success",
+            vec![],
+            "",
+        ),
+        (
+            "persons",
+            with(
+                pe(21),
+                "civicNo",
+                json!({"value": "20100101TX20", "nationality": "SE"}),
+            ),
+            "Error",
+            vec!["7001"],
+            "civicNo.value",
+        ),
         (
             "persons",
             with(pe(17), "eduPersonPrincipalNames", json!(["no-at-sign"])),

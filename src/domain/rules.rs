@@ -24,21 +24,32 @@ pub fn normalise_uuid(s: &str) -> Result<String, RuleId> {
     Ok(s.to_ascii_lowercase())
 }
 
-/// The result of checking a Swedish civic number (personnummer or samordningsnummer).
+/// The result of checking a Swedish civic number (personnummer, samordningsnummer or a
+/// pupil register's temporary number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CivicNoCheck {
     Valid,
+    /// A temporary number `YYYYMMDDTFnn` with a real date: a school's pupil register
+    /// issues it when a pupil has neither a personnummer nor a samordningsnummer. It has
+    /// no check digit.
+    Temporary,
     /// Format is right (12 digits) but the date or the checksum is not.
     Suspect(RuleId),
 }
 
-/// Checks a 12-digit civic number `YYYYMMDDNNNC`: a real date (samordningsnummer: day plus
-/// 60) and the Luhn checksum over the last ten digits. A wrong format is an error; a bad
-/// date or checksum is returned as [`CivicNoCheck::Suspect`] so the tenant's policy can
-/// decide.
+/// Checks a civic number: 12 digits `YYYYMMDDNNNC` with a real date (samordningsnummer:
+/// day plus 60) and the Luhn checksum over the last ten digits, or a temporary number
+/// `YYYYMMDDTFnn` (upper-case `TF`, two digits) with a real date. A wrong format is an
+/// error; a bad date or checksum is returned as [`CivicNoCheck::Suspect`] so the tenant's
+/// policy can decide. (Which protocols may carry temporary numbers is their schemas'
+/// business: EGIL's allows 12 digits only.)
 pub fn check_civic_no(s: &str) -> Result<CivicNoCheck, RuleId> {
     let b = s.as_bytes();
-    if b.len() != 12 || !b.iter().all(u8::is_ascii_digit) {
+    let temporary = b.len() == 12
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && &b[8..10] == b"TF"
+        && b[10..].iter().all(u8::is_ascii_digit);
+    if !temporary && (b.len() != 12 || !b.iter().all(u8::is_ascii_digit)) {
         return Err(RuleId::CivicNoFormat);
     }
     let num = |from: usize, to: usize| -> u32 {
@@ -47,11 +58,14 @@ pub fn check_civic_no(s: &str) -> Result<CivicNoCheck, RuleId> {
             .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'))
     };
     let (year, month, mut day) = (num(0, 4) as i32, num(4, 6), num(6, 8));
-    if day > 60 {
+    if day > 60 && !temporary {
         day -= 60;
     }
     if NaiveDate::from_ymd_opt(year, month, day).is_none() {
         return Ok(CivicNoCheck::Suspect(RuleId::CivicNoDate));
+    }
+    if temporary {
+        return Ok(CivicNoCheck::Temporary);
     }
     if !luhn_ok(&b[2..]) {
         return Ok(CivicNoCheck::Suspect(RuleId::CivicNoChecksum));
@@ -125,6 +139,35 @@ mod tests {
             }
         }
         unreachable!()
+    }
+
+    #[test]
+    fn temporary_civic_numbers() {
+        // The DNP spec's examples: a woman (even) and a man (odd).
+        for t in ["20090127TF20", "20090127TF12", "20130101TF01"] {
+            assert_eq!(check_civic_no(t), Ok(CivicNoCheck::Temporary), "{t}");
+        }
+        // A bad date is suspect as for any number; no day + 60 for temporary numbers.
+        assert_eq!(
+            check_civic_no("20091327TF20"),
+            Ok(CivicNoCheck::Suspect(RuleId::CivicNoDate))
+        );
+        assert_eq!(
+            check_civic_no("20090187TF20"),
+            Ok(CivicNoCheck::Suspect(RuleId::CivicNoDate))
+        );
+        // Anything else around the letters is a format error.
+        for bad in [
+            "20090127tf20",
+            "20090127TX20",
+            "20090127TF2",
+            "20090127TF2A",
+            "2009012TF201",
+            "20090127TF201",
+            "TF0901272012",
+        ] {
+            assert_eq!(check_civic_no(bad), Err(RuleId::CivicNoFormat), "{bad}");
+        }
     }
 
     #[test]

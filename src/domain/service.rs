@@ -150,14 +150,12 @@ impl Provisioning {
             if let Some(c) = &p.civic_no {
                 let path = "person.civic_no";
                 match check_civic_no(c) {
-                    Err(r) => {
-                        return Err(DomainError::invalid(
-                            path,
-                            r,
-                            "expected 12 digits (YYYYMMDDNNNC)",
-                        ))
-                    }
-                    Ok(CivicNoCheck::Valid) => {}
+                    Err(r) => return Err(DomainError::invalid(
+                        path,
+                        r,
+                        "expected 12 digits (YYYYMMDDNNNC) or a temporary number (YYYYMMDDTFNN)",
+                    )),
+                    Ok(CivicNoCheck::Valid | CivicNoCheck::Temporary) => {}
                     Ok(CivicNoCheck::Suspect(rule)) => match tenant.civic_no_policy {
                         CivicNoPolicy::Off => {}
                         CivicNoPolicy::Warn => flags.push(Flag {

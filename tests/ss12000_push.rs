@@ -873,6 +873,65 @@ async fn run_cases(s: &Server, c: &Client, key: &str, cases: Vec<Case>) {
     }
 }
 
+/// The DNP's staff rules need other objects: a person is staff when a duty names it, so
+/// they are checked from both sides, as warnings (the final state is known only when all
+/// has arrived): staff need an e-mail of type `Skola personal` (7112 on the person, 7203
+/// on the duty) and pupil and staff roles need different persons/EPPNs (7113, 7204).
+#[tokio::test]
+async fn dnp_staff_rules_are_checked_from_both_sides() {
+    let s = start();
+    let c = common::client();
+    push_data_set(&s, &c, KEY_DNP).await;
+    let codes = |r: &Value| -> Vec<String> {
+        r["response"]["warnings"]
+            .as_array()
+            .map(|w| {
+                w.iter()
+                    .map(|n| n["id"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // A duty naming a pupil (enrolled, only a `Skola elev` e-mail).
+    let pupil_duty = with(duty(90), "person", json!({"id": uid(PERSON, 3)}));
+    let rs = push(&s, &c, KEY_DNP, "POST", "duties/bulk", vec![pupil_duty]).await;
+    assert_eq!(rs[0]["response"]["status"], "Warning", "{rs:?}");
+    assert_eq!(codes(&rs[0]), ["7203", "7204"]);
+    assert_eq!(
+        rs[0]["response"]["warnings"][0]["attributeName"],
+        "person.id"
+    );
+    // A staff member with a duty, sent again without e-mail and with an enrolment.
+    let staff = with(
+        with(person(450), "emails", json!([])),
+        "enrolments",
+        json!([{"enroledAt": {"id": uid(ORG, 1)}, "schoolType": "GR", "schoolYear": 6}]),
+    );
+    let rs = push(
+        &s,
+        &c,
+        KEY_DNP,
+        "POST",
+        "persons/bulk?updateIfExists=true",
+        vec![staff],
+    )
+    .await;
+    assert_eq!(rs[0]["response"]["status"], "Warning", "{rs:?}");
+    assert_eq!(codes(&rs[0]), ["7112", "7113"]);
+    // The same person as it was (staff e-mail, no enrolment) is clean again, and so is a
+    // pupil without a duty.
+    let rs = push(
+        &s,
+        &c,
+        KEY_DNP,
+        "POST",
+        "persons/bulk?updateIfExists=true",
+        vec![person(450), person(4)],
+    )
+    .await;
+    assert_eq!(statuses(&rs), ["Success", "Success"], "{rs:?}");
+}
+
 #[tokio::test]
 async fn dnp_profile_reports_every_rule_per_item() {
     let s = start();

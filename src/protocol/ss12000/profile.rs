@@ -6,11 +6,25 @@
 //! value is shown only to the school owner that sent it and never logged. Message ids are
 //! stable (table in `docs/ss12000-push.md`).
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::types::Ss12Type;
 use crate::domain::jobs::Note;
-use crate::domain::{Kind, Ss12000Profile};
+use crate::domain::model::{Entity, Person};
+use crate::domain::{Kind, ObjectModel, Ss12000Profile};
+
+/// What the rules may read of the school owner's stored data.
+pub struct Lookups<'a> {
+    /// An object as stored now.
+    pub object: &'a dyn Fn(Kind, &str) -> Option<Arc<ObjectModel>>,
+    /// Whether a stored duty names this person.
+    pub has_duty: &'a dyn Fn(&str) -> bool,
+}
+
+/// The e-mail type the DNP requires of school staff.
+const STAFF_EMAIL: &str = "Skola personal";
 
 /// School types the DNP accepts.
 pub const DNP_SCHOOL_TYPES: [&str; 5] = ["GR", "SP", "SAM", "GY", "VUXGY"];
@@ -60,7 +74,7 @@ pub fn scalar(v: &Value) -> Option<String> {
 
 struct Ctx<'a> {
     profile: Ss12000Profile,
-    exists: &'a dyn Fn(Kind, &str) -> bool,
+    lookups: &'a Lookups<'a>,
     out: Checked,
 }
 
@@ -90,7 +104,7 @@ impl Ctx<'_> {
         let Some(id) = r.and_then(|r| r.get("id")).and_then(Value::as_str) else {
             return;
         };
-        if (self.exists)(kind, &id.to_ascii_lowercase()) {
+        if (self.lookups.object)(kind, &id.to_ascii_lowercase()).is_some() {
             return;
         }
         let msg = match kind {
@@ -129,15 +143,10 @@ fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
 
 /// Applies the tenant's profile to a schema-valid item. `exists` says whether this tenant
 /// holds an object of a kind with an id (lower case).
-pub fn check(
-    profile: Ss12000Profile,
-    t: Ss12Type,
-    item: &Value,
-    exists: &dyn Fn(Kind, &str) -> bool,
-) -> Checked {
+pub fn check(profile: Ss12000Profile, t: Ss12Type, item: &Value, lookups: &Lookups<'_>) -> Checked {
     let mut c = Ctx {
         profile,
-        exists,
+        lookups,
         out: Checked::default(),
     };
     match t {
@@ -229,6 +238,37 @@ fn person(c: &mut Ctx<'_>, p: &Value) {
             "eduPersonPrincipalNames".into(),
             eppns.get(1),
         ),
+    }
+    // Staff rules (the DNP's "e-mail is mandatory for staff" and "pupil and staff roles use
+    // different EPPNs"): a person is staff when a stored duty names it. Duties often come
+    // after their persons, so the duty item is checked too; both are warnings, as the
+    // final state is known only when everything has arrived.
+    let is_staff = p
+        .get("id")
+        .and_then(Value::as_str)
+        .is_some_and(|id| (c.lookups.has_duty)(&id.to_ascii_lowercase()));
+    if is_staff {
+        let has_staff_email = arr(p, "emails")
+            .iter()
+            .any(|e| e.get("type").and_then(Value::as_str) == Some(STAFF_EMAIL));
+        if !has_staff_email {
+            c.warn(
+                "7112",
+                MISSING_VALUE,
+                "this person holds a duty: staff must have an e-mail of type Skola personal",
+                "emails".into(),
+                None,
+            );
+        }
+        if !arr(p, "enrolments").is_empty() {
+            c.warn(
+                "7113",
+                INVALID_VALUE,
+                "this person holds a duty and has an enrolment: pupil and staff roles need different persons with different EPPNs",
+                "enrolments".into(),
+                None,
+            );
+        }
     }
     match p.get("civicNo") {
         None => c.error(
@@ -322,6 +362,45 @@ pub fn eppn_reveals_name(eppn: &str, p: &Value) -> bool {
         || (f2g2.chars().count() == 4 && local.contains(&f2g2))
 }
 
+/// The staff rules seen from a duty: its (stored) person needs a staff e-mail and must
+/// not also be a pupil.
+fn staff_person(c: &mut Ctx<'_>, r: &Value) {
+    let Some(id) = r.get("id").and_then(Value::as_str) else {
+        return;
+    };
+    let Some(m) = (c.lookups.object)(Kind::Person, &id.to_ascii_lowercase()) else {
+        return;
+    };
+    let Entity::Person(Person {
+        emails, enrolments, ..
+    }) = &m.entity
+    else {
+        return;
+    };
+    let v = Value::String(id.to_owned());
+    if !emails
+        .iter()
+        .any(|e| e.kind.as_deref() == Some(STAFF_EMAIL))
+    {
+        c.warn(
+            "7203",
+            DEFICIENT_VALUE,
+            "the duty's person has no e-mail of type Skola personal (mandatory for staff)",
+            "person.id".into(),
+            Some(&v),
+        );
+    }
+    if !enrolments.is_empty() {
+        c.warn(
+            "7204",
+            INVALID_VALUE,
+            "the duty's person has an enrolment: pupil and staff roles need different persons with different EPPNs",
+            "person.id".into(),
+            Some(&v),
+        );
+    }
+}
+
 fn duty(c: &mut Ctx<'_>, d: &Value) {
     match d.get("person") {
         None if c.dnp() => c.error(
@@ -332,7 +411,12 @@ fn duty(c: &mut Ctx<'_>, d: &Value) {
             None,
         ),
         None => {}
-        Some(r) => c.reference("7602", Kind::Person, "person.id".into(), Some(r), true),
+        Some(r) => {
+            c.reference("7602", Kind::Person, "person.id".into(), Some(r), true);
+            if c.dnp() {
+                staff_person(c, r);
+            }
+        }
     }
     if c.dnp() {
         let role = d.get("dutyRole");
@@ -494,7 +578,11 @@ mod tests {
 
     #[test]
     fn generic_profile_only_warns() {
-        let none = |_: Kind, _: &str| false;
+        let nothing = |_: Kind, _: &str| None;
+        let none = Lookups {
+            object: &nothing,
+            has_duty: &|_| false,
+        };
         let g = json!({"id": "x", "displayName": "g", "groupType": "Mentor", "organisation": {"id": "a"},
             "groupMemberships": [{"person": {"id": "p"}}]});
         let c = check(Ss12000Profile::Generic, Ss12Type::Groups, &g, &none);

@@ -457,10 +457,18 @@ impl Runner {
         };
         let id = incoming.id.clone();
         let store = self.provisioning.store();
-        let exists = |k: crate::domain::Kind, rid: &str| {
-            matches!(store.get(&tenant.id, k, rid), Ok(Some(_)))
+        let object =
+            |k: crate::domain::Kind, rid: &str| store.get_model(&tenant.id, k, rid).ok().flatten();
+        let has_duty = |pid: &str| {
+            store
+                .linked(&tenant.id, crate::store::Link::PersonDuties, pid)
+                .is_ok_and(|d| !d.is_empty())
         };
-        let checked = profile::check(tenant.ss12000_profile, ty, &item, &exists);
+        let lookups = profile::Lookups {
+            object: &object,
+            has_duty: &has_duty,
+        };
+        let checked = profile::check(tenant.ss12000_profile, ty, &item, &lookups);
         if !checked.errors.is_empty() {
             return failed(id, 400, checked.errors, checked.warnings);
         }

@@ -8,10 +8,10 @@ use chrono::{DateTime, Utc};
 use super::controls::Controls;
 use super::error::{ConflictKind, DomainError, RuleId};
 use super::jobs::JobMark;
-use super::model::{Entity, Flag, Kind, Meta, OrgType, Protocol, StoredObject};
+use super::model::{Entity, Flag, Kind, Meta, ObjectModel, OrgType, Protocol, StoredObject};
 use super::rules::{check_civic_no, eppn_scope, normalise_eppn, CivicNoCheck};
 use super::tenant::{CivicNoPolicy, Tenant, TenantId};
-use crate::store::{Decision, Store, WriteEvent};
+use crate::store::{Decision, Link, Store, WriteEvent};
 
 /// Who is writing, with which protocol and credential, and when.
 #[derive(Debug, Clone)]
@@ -322,6 +322,19 @@ impl Provisioning {
         committed.durable.wait().await?;
         self.counted(&ctx.tenant.id, sel.kind, -1);
         Ok(())
+    }
+
+    /// An object's model (entity and metadata) as stored now, if any; for rules that look
+    /// at other objects than the one being written.
+    pub fn model(&self, tenant: &TenantId, kind: Kind, id: &str) -> Option<Arc<ObjectModel>> {
+        self.store.get_model(tenant, kind, id).ok().flatten()
+    }
+
+    /// Whether a stored duty names this person (which makes the person staff).
+    pub fn holds_duty(&self, tenant: &TenantId, person: &str) -> bool {
+        self.store
+            .linked(tenant, Link::PersonDuties, person)
+            .is_ok_and(|d| !d.is_empty())
     }
 
     pub fn get(

@@ -456,14 +456,9 @@ impl Runner {
             Err(e) => return from_domain(id, e, Some(&item), Vec::new()),
         };
         let id = incoming.id.clone();
-        let store = self.provisioning.store();
         let object =
-            |k: crate::domain::Kind, rid: &str| store.get_model(&tenant.id, k, rid).ok().flatten();
-        let has_duty = |pid: &str| {
-            store
-                .linked(&tenant.id, crate::store::Link::PersonDuties, pid)
-                .is_ok_and(|d| !d.is_empty())
-        };
+            |k: crate::domain::Kind, rid: &str| self.provisioning.model(&tenant.id, k, rid);
+        let has_duty = |pid: &str| self.provisioning.holds_duty(&tenant.id, pid);
         let lookups = profile::Lookups {
             object: &object,
             has_duty: &has_duty,

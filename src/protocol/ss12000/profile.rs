@@ -92,7 +92,7 @@ impl Ctx<'_> {
     }
 
     /// A reference to an object we should hold: in the DNP profile an error when
-    /// `strict_in_dnp`, else a warning.
+    /// `strict_in_dnp`, else a warning. Returns the object when it is held.
     fn reference(
         &mut self,
         code: &str,
@@ -100,12 +100,10 @@ impl Ctx<'_> {
         attr: String,
         r: Option<&Value>,
         strict_in_dnp: bool,
-    ) {
-        let Some(id) = r.and_then(|r| r.get("id")).and_then(Value::as_str) else {
-            return;
-        };
-        if (self.lookups.object)(kind, &id.to_ascii_lowercase()).is_some() {
-            return;
+    ) -> Option<Arc<ObjectModel>> {
+        let id = r.and_then(|r| r.get("id")).and_then(Value::as_str)?;
+        if let Some(found) = (self.lookups.object)(kind, &id.to_ascii_lowercase()) {
+            return Some(found);
         }
         let msg = match kind {
             Kind::Person => "the referenced person is not known (send persons first)",
@@ -119,6 +117,7 @@ impl Ctx<'_> {
         } else {
             self.warn(code, UNKNOWN_REFERENCE, msg, attr, Some(&v));
         }
+        None
     }
 
     /// SIS requires it, the DNP does not send it: a warning in the generic profile.
@@ -364,13 +363,7 @@ pub fn eppn_reveals_name(eppn: &str, p: &Value) -> bool {
 
 /// The staff rules seen from a duty: its (stored) person needs a staff e-mail and must
 /// not also be a pupil.
-fn staff_person(c: &mut Ctx<'_>, r: &Value) {
-    let Some(id) = r.get("id").and_then(Value::as_str) else {
-        return;
-    };
-    let Some(m) = (c.lookups.object)(Kind::Person, &id.to_ascii_lowercase()) else {
-        return;
-    };
+fn staff_person(c: &mut Ctx<'_>, id: &str, m: &ObjectModel) {
     let Entity::Person(Person {
         emails, enrolments, ..
     }) = &m.entity
@@ -412,9 +405,10 @@ fn duty(c: &mut Ctx<'_>, d: &Value) {
         ),
         None => {}
         Some(r) => {
-            c.reference("7602", Kind::Person, "person.id".into(), Some(r), true);
-            if c.dnp() {
-                staff_person(c, r);
+            let person = c.reference("7602", Kind::Person, "person.id".into(), Some(r), true);
+            let id = r.get("id").and_then(Value::as_str);
+            if let (true, Some(m), Some(id)) = (c.dnp(), person, id) {
+                staff_person(c, id, &m);
             }
         }
     }

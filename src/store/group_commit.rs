@@ -105,10 +105,6 @@ impl<E: Engine> GroupCommitKv<E> {
         })
     }
 
-    pub(crate) fn engine(&self) -> &E {
-        &self.shared.engine
-    }
-
     /// See [`Engine::advance_seq`].
     pub fn advance_seq(&self, floor: u64) -> Result<(), StoreError> {
         self.shared.engine.advance_seq(floor).map_err(io)

@@ -54,14 +54,7 @@ pub fn open(
     cache_bytes: u64,
     model_cache_bytes: u64,
 ) -> Result<std::sync::Arc<dyn Store>, String> {
-    let sled_files = dir.join("conf").exists() || dir.join("db").exists();
-    let redb_file = redb_kv::file_in(dir).exists();
-    let other = match engine {
-        StoreEngine::Sled if redb_file => Some(StoreEngine::Redb),
-        StoreEngine::Redb if sled_files => Some(StoreEngine::Sled),
-        _ => None,
-    };
-    if let Some(other) = other {
+    if let Some(other) = engine_in(dir).filter(|found| *found != engine) {
         return Err(format!(
             "server.engine is \"{}\" but {} holds a {} store: set server.engine = \"{}\" or use another data_dir",
             engine.as_str(),
@@ -89,9 +82,15 @@ pub fn open(
     })
 }
 
-/// Whether `dir` holds either engine's files.
-fn holds_a_store(dir: &std::path::Path) -> bool {
-    dir.join("conf").exists() || dir.join("db").exists() || redb_kv::file_in(dir).exists()
+/// The engine whose files `dir` holds, if any (sled's `conf`/`db`, redb's one file).
+fn engine_in(dir: &std::path::Path) -> Option<StoreEngine> {
+    if redb_kv::file_in(dir).exists() {
+        Some(StoreEngine::Redb)
+    } else if dir.join("conf").exists() || dir.join("db").exists() {
+        Some(StoreEngine::Sled)
+    } else {
+        None
+    }
 }
 
 /// An engine's raw key-value handle, for copying a store between engines.
@@ -133,10 +132,10 @@ pub fn copy_store(
     to_engine: StoreEngine,
     to: &std::path::Path,
 ) -> Result<u64, String> {
-    if !holds_a_store(from) {
+    if engine_in(from).is_none() {
         return Err(format!("{}: holds no store", from.display()));
     }
-    if holds_a_store(to) {
+    if engine_in(to).is_some() {
         return Err(format!(
             "{}: already holds a store; copy into an empty directory",
             to.display()

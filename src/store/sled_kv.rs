@@ -42,14 +42,6 @@ impl SledKv {
             .map_err(|e| StoreError::Io(e.to_string()))?;
         GroupCommitKv::start(SledEngine { db })
     }
-
-    /// Bytes the database occupies on disk.
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.engine()
-            .db
-            .size_on_disk()
-            .map_err(|e| StoreError::Io(e.to_string()))
-    }
 }
 
 impl Engine for SledEngine {
@@ -103,13 +95,13 @@ impl Engine for SledEngine {
 }
 
 impl SledStore {
+    /// Opens the store with the default caches.
     pub fn open_dir(dir: &Path) -> Result<Self, StoreError> {
-        Self::open_dir_with_cache(dir, DEFAULT_CACHE_BYTES)
-    }
-
-    /// Opens the store (building read-side indexes missing from older data).
-    pub fn open_dir_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        Self::open_dir_with_caches(dir, cache_bytes, super::kv::DEFAULT_MODEL_CACHE_BYTES)
+        Self::open_dir_with_caches(
+            dir,
+            DEFAULT_CACHE_BYTES,
+            super::kv::DEFAULT_MODEL_CACHE_BYTES,
+        )
     }
 
     /// Opens with both caches sized: sled's page cache and the decoded-model cache.

@@ -88,6 +88,12 @@ async fn resolve(c: &reqwest::Client, s: &Server, body: Value) -> (u16, Value) {
     login(c, s, "POST", "/resolve", Some(PRODUCT_KEY), Some(body)).await
 }
 
+/// The change feed after `cursor`.
+async fn changes_after(c: &reqwest::Client, s: &Server, cursor: &str) -> (u16, Value) {
+    let path = format!("/changes?cursor={cursor}");
+    login(c, s, "GET", &path, Some(PRODUCT_KEY), None).await
+}
+
 async fn pushed() -> (Server, reqwest::Client) {
     let s = Server::start_with(&config(), "");
     let c = client();
@@ -589,15 +595,7 @@ async fn school_unit_change_lists_the_accounts_at_it() {
     )
     .await;
     assert_eq!(r.status(), 200);
-    let (_, feed) = login(
-        &c,
-        &s,
-        "GET",
-        &format!("/changes?cursor={cursor}"),
-        Some(PRODUCT_KEY),
-        None,
-    )
-    .await;
+    let (_, feed) = changes_after(&c, &s, &cursor).await;
     let changes = feed["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0]["kind"], "org_unit");
@@ -704,15 +702,7 @@ async fn deleted_person_disappears_and_appears_in_the_change_feed() {
     )
     .await;
     assert_eq!(st, 404);
-    let (st, feed) = login(
-        &c,
-        &s,
-        "GET",
-        &format!("/changes?cursor={cursor}"),
-        Some(PRODUCT_KEY),
-        None,
-    )
-    .await;
+    let (st, feed) = changes_after(&c, &s, &cursor).await;
     assert_eq!(st, 200);
     assert_eq!(
         feed["changes"],
@@ -729,15 +719,7 @@ async fn deleted_person_disappears_and_appears_in_the_change_feed() {
     );
     // Nothing newer: the cursor stays.
     let next = feed["next_cursor"].as_str().unwrap();
-    let (_, empty) = login(
-        &c,
-        &s,
-        "GET",
-        &format!("/changes?cursor={next}"),
-        Some(PRODUCT_KEY),
-        None,
-    )
-    .await;
+    let (_, empty) = changes_after(&c, &s, next).await;
     assert_eq!(empty, json!({"changes": [], "next_cursor": next}));
     // The group that still lists the deleted pupil reports it, not a 500.
     let (_, lisa) = resolve(&c, &s, json!({"eppn": "lini@skola.kommunen.se"})).await;

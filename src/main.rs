@@ -50,12 +50,12 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         from: PathBuf,
         #[arg(long, value_enum)]
-        from_engine: skolgrind::store::StoreEngine,
+        from_engine: EngineArg,
         /// An empty (or missing) directory for the copy.
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
         #[arg(long, value_enum)]
-        to_engine: skolgrind::store::StoreEngine,
+        to_engine: EngineArg,
     },
     /// Write a development PKI: server and client certificates, federation JWKS and signed
     /// metadata, a JWT issuer JWKS and a sample token. Never for production.
@@ -71,6 +71,24 @@ enum Command {
         #[arg(long, default_value = "SE2120000000")]
         organization_id: String,
     },
+}
+
+/// A storage engine as the command line names it.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EngineArg {
+    Sled,
+    Redb,
+}
+
+use skolgrind::store::StoreEngine;
+
+impl From<EngineArg> for StoreEngine {
+    fn from(e: EngineArg) -> Self {
+        match e {
+            EngineArg::Sled => Self::Sled,
+            EngineArg::Redb => Self::Redb,
+        }
+    }
 }
 
 fn init_logging(rt: &Runtime) {
@@ -157,22 +175,25 @@ fn main() -> ExitCode {
             from_engine,
             to,
             to_engine,
-        } => match skolgrind::store::copy_store(from_engine, &from, to_engine, &to) {
-            Ok(keys) => {
-                println!(
-                    "copied {keys} keys from the {} store in {} to a {} store in {}",
-                    from_engine.as_str(),
-                    from.display(),
-                    to_engine.as_str(),
-                    to.display()
-                );
-                ExitCode::SUCCESS
+        } => {
+            let (from_engine, to_engine) = (StoreEngine::from(from_engine), to_engine.into());
+            match skolgrind::store::copy_store(from_engine, &from, to_engine, &to) {
+                Ok(keys) => {
+                    println!(
+                        "copied {keys} keys from the {} store in {} to a {} store in {}",
+                        from_engine.as_str(),
+                        from.display(),
+                        to_engine.as_str(),
+                        to.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("copy-store: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("copy-store: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::CheckConfig { file } => match config::load_file(&file) {
             Ok(rt) if !skolgrind::auth::config::check_offline(&rt.auth).is_empty() => {
                 eprintln!("{}: invalid configuration", file.display());

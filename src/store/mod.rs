@@ -29,7 +29,7 @@ use crate::domain::jobs::{ItemResult, JobHeader, JobMark};
 use crate::domain::{DomainError, Kind, ObjectModel, Protocol, StoredObject, TenantId};
 
 /// Which ordered key-value engine persists the store.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreEngine {
     #[default]

@@ -1412,7 +1412,8 @@ mod login_storm {
     use skolgrind::store::{Decision, Store, WriteEvent};
 
     const USAGE: &str = "usage: cargo bench --bench skolgrind-bench -- login [--persons N] \
-[--tenants N] [--connections N] [--seconds S] [--cache-mb M] [--model-cache-mb M] [--engine sled|redb] [--quick]";
+[--tenants N] [--connections N] [--seconds S] [--cache-mb M] [--model-cache-mb M] [--engine sled|redb] \
+[--data DIR] [--quick]";
     const PRODUCT_KEY: &str = "bench-product-key";
     const CHUNK: usize = 20_000;
 
@@ -1426,6 +1427,9 @@ mod login_storm {
         engine: skolgrind::store::StoreEngine,
         /// Internal: run as the server process on this loaded store.
         serve: Option<std::path::PathBuf>,
+        /// Load into this directory and keep it; a directory already loaded with the
+        /// same persons, tenants and engine is reused without loading again.
+        data: Option<std::path::PathBuf>,
     }
 
     fn parse() -> Result<Opts, String> {
@@ -1438,6 +1442,7 @@ mod login_storm {
             model_cache_mb: 32,
             engine: skolgrind::store::StoreEngine::Sled,
             serve: None,
+            data: None,
         };
         let mut quick = false;
         let mut args = std::env::args().skip(1);
@@ -1452,6 +1457,7 @@ mod login_storm {
                 "--cache-mb" => o.cache_mb = count(&arg, &value()?)? as u64,
                 "--model-cache-mb" => o.model_cache_mb = count(&arg, &value()?)? as u64,
                 "--serve" => o.serve = Some(value()?.into()),
+                "--data" => o.data = Some(value()?.into()),
                 "--engine" => {
                     o.engine = match value()?.as_str() {
                         "sled" => skolgrind::store::StoreEngine::Sled,
@@ -1932,29 +1938,43 @@ mod login_storm {
             return;
         }
         let per_tenant = o.persons / o.tenants;
-        let data = tempfile::tempdir().unwrap();
-        let started = Instant::now();
-        // The loader gets a larger page cache: loading is not what is measured.
-        let store = skolgrind::store::open(
-            o.engine,
-            data.path(),
-            o.cache_mb.max(256) * 1024 * 1024,
-            skolgrind::store::kv::DEFAULT_MODEL_CACHE_BYTES,
-        )
-        .unwrap();
-        let mut objects = 0;
-        for t in 0..o.tenants {
-            objects += load_tenant(&*store, t, per_tenant);
+        let temp = tempfile::tempdir().unwrap();
+        let dir = o.data.clone().unwrap_or_else(|| temp.path().to_owned());
+        // What a kept directory was loaded with; another load is refused, not mixed in.
+        let marker = dir.join("bench-loaded");
+        let loaded_as = format!("{} {} {}", o.persons, o.tenants, o.engine.as_str());
+        match std::fs::read_to_string(&marker) {
+            Ok(was) if was == loaded_as => {
+                println!("login storm: reusing {} ({loaded_as})", dir.display())
+            }
+            Ok(was) => panic!("{} was loaded as {was:?}, not {loaded_as:?}", dir.display()),
+            Err(_) => {
+                let started = Instant::now();
+                // The loader gets a larger page cache: loading is not what is measured.
+                let store = skolgrind::store::open(
+                    o.engine,
+                    &dir,
+                    o.cache_mb.max(256) * 1024 * 1024,
+                    skolgrind::store::kv::DEFAULT_MODEL_CACHE_BYTES,
+                )
+                .unwrap();
+                let mut objects = 0;
+                for t in 0..o.tenants {
+                    objects += load_tenant(&*store, t, per_tenant);
+                }
+                let load_time = started.elapsed();
+                println!(
+                    "login storm: {} persons across {} tenants ({} objects with groups, activities, duties, school units) loaded in {:.1} s ({} objects/s)",
+                    grouped(per_tenant * o.tenants), o.tenants, grouped(objects), load_time.as_secs_f64(),
+                    grouped((objects as f64 / load_time.as_secs_f64()) as usize)
+                );
+                // The server runs in its own process on the loaded store, as in the morning
+                // after the night's provisioning: its RSS is the server's alone (no loader,
+                // no clients).
+                drop(store);
+                std::fs::write(&marker, &loaded_as).unwrap();
+            }
         }
-        let load_time = started.elapsed();
-        println!(
-            "login storm: {} persons across {} tenants ({} objects with groups, activities, duties, school units) loaded in {:.1} s ({} objects/s)",
-            grouped(per_tenant * o.tenants), o.tenants, grouped(objects), load_time.as_secs_f64(),
-            grouped((objects as f64 / load_time.as_secs_f64()) as usize)
-        );
-        // The server runs in its own process on the loaded store, as in the morning after
-        // the night's provisioning: its RSS is the server's alone (no loader, no clients).
-        drop(store);
         let mut child = None;
         for _ in 0..100 {
             // sled's background threads may hold the directory lock for a moment.
@@ -1963,7 +1983,7 @@ mod login_storm {
                 .args([
                     "login".to_owned(),
                     "--serve".into(),
-                    data.path().display().to_string(),
+                    dir.display().to_string(),
                     "--persons".into(),
                     o.persons.to_string(),
                     "--tenants".into(),

@@ -14,9 +14,10 @@
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use arc_swap::ArcSwapOption;
+use redb::{Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::group_commit::{Engine, GroupCommitKv};
 use super::kv::{KvOp, KvStore};
@@ -35,10 +36,20 @@ pub const FILE_NAME: &str = "skolgrind.redb";
 /// redb's page cache when nothing else is configured.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
+type DataTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
+
 pub struct RedbEngine {
     db: Database,
     /// (next number to hand out, end of the durably reserved block)
     seq: Mutex<(u64, u64)>,
+    /// The data table as of the last commit, shared by every read until the next one.
+    /// Opening a read transaction and its table costs about as much as an uncached read
+    /// (a lock in the transaction tracker and a lookup in the table tree), and a login
+    /// makes about eight reads.
+    snapshot: ArcSwapOption<DataTable>,
+    /// Held while a snapshot is opened and while a commit drops it, so a snapshot opened
+    /// before a commit finished is never kept after it (see [`RedbEngine::table`]).
+    refresh: Mutex<()>,
 }
 
 /// The redb engine with group commit.
@@ -85,6 +96,8 @@ impl RedbKv {
                 db,
                 // Everything up to the end of the last reserved block may have been used.
                 seq: Mutex::new((reserved + 1, reserved)),
+                snapshot: ArcSwapOption::empty(),
+                refresh: Mutex::new(()),
             })
         };
         GroupCommitKv::start(open().map_err(StoreError::Io)?)
@@ -118,6 +131,32 @@ impl RedbStore {
 }
 
 impl RedbEngine {
+    /// The data table as of the last commit.
+    ///
+    /// Why a shared snapshot still reads every acknowledged write: [`RedbEngine::commit`]
+    /// drops the snapshot before it returns, and the group committer takes a round's
+    /// writes out of its overlay only after that. A reader looks in the overlay first and
+    /// takes the snapshot after, so a write it does not find in the overlay is either not
+    /// yet applied (the read comes before it) or in every snapshot it can get.
+    fn table(&self) -> Result<Arc<DataTable>, String> {
+        if let Some(t) = self.snapshot.load_full() {
+            return Ok(t);
+        }
+        let _refresh = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = self.snapshot.load_full() {
+            return Ok(t);
+        }
+        let table = Arc::new(
+            self.db
+                .begin_read()
+                .map_err(text)?
+                .open_table(DATA)
+                .map_err(text)?,
+        );
+        self.snapshot.store(Some(table.clone()));
+        Ok(table)
+    }
+
     /// Durably records that sequence numbers up to `end` may be in use; returns `end`.
     fn reserve_until(&self, end: u64) -> Result<u64, String> {
         let mut tx = self.db.begin_write().map_err(text)?;
@@ -134,8 +173,7 @@ impl RedbEngine {
 
 impl Engine for RedbEngine {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        let tx = self.db.begin_read().map_err(text)?;
-        let table = tx.open_table(DATA).map_err(text)?;
+        let table = self.table()?;
         Ok(table.get(key).map_err(text)?.map(|v| v.value().to_vec()))
     }
 
@@ -145,8 +183,7 @@ impl Engine for RedbEngine {
         prefix: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), String> {
-        let tx = self.db.begin_read().map_err(text)?;
-        let table = tx.open_table(DATA).map_err(text)?;
+        let table = self.table()?;
         let range: (Bound<&[u8]>, Bound<&[u8]>) = (from, Bound::Unbounded);
         for item in table.range::<&[u8]>(range).map_err(text)? {
             let (k, v) = item.map_err(text)?;
@@ -177,7 +214,11 @@ impl Engine for RedbEngine {
                 }
             }
         }
-        tx.commit().map_err(text)
+        let committed = tx.commit().map_err(text);
+        // Also after a failed commit: what it left is for the next snapshot to show.
+        let _refresh = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
+        self.snapshot.store(None);
+        committed
     }
 
     fn next_seq(&self) -> Result<u64, String> {
@@ -211,6 +252,47 @@ impl Engine for RedbEngine {
 mod tests {
     use super::*;
     use crate::store::kv::Kv;
+
+    /// Readers on other threads keep taking (and holding) snapshots while one thread
+    /// writes, waits for the commit, and reads back: once a write is committed and gone
+    /// from the overlay, every read must find it. Fails if a commit leaves the snapshot
+    /// of before it in place.
+    #[test]
+    fn a_committed_write_is_read_back_while_others_hold_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = Arc::new(RedbKv::open(dir.path()).unwrap());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|r| {
+                let (kv, stop) = (kv.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = kv.get(format!("k{}", (n + r) % 300).as_bytes()).unwrap();
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        for i in 0..300u32 {
+            let (k, v) = (format!("k{i}"), format!("v{i}"));
+            kv.apply(vec![(k.clone().into_bytes(), Some(v.clone().into_bytes()))])
+                .unwrap();
+            kv.flush().unwrap();
+            assert_eq!(kv.get(k.as_bytes()).unwrap(), Some(v.into_bytes()), "{k}");
+            let mut seen = 0;
+            kv.scan(b"k", &mut |_, _| {
+                seen += 1;
+                true
+            })
+            .unwrap();
+            assert_eq!(seen, i + 1, "scan after writing {k}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
+    }
 
     #[test]
     fn sequence_numbers_keep_increasing_across_reopen() {

@@ -160,12 +160,14 @@ pub struct ServerConfig {
     /// server refuses to open another engine's directory.
     #[serde(default)]
     pub engine: crate::store::StoreEngine,
-    /// The store's page cache in MiB (default 256): most of the memory the server uses.
+    /// The store's page cache in MiB (default 256 with sled, 64 with redb): most of the
+    /// memory the server uses.
     #[serde(default)]
     #[validate(range(min = 8, max = 65536))]
     pub cache_mb: Option<u64>,
     /// The cache of decoded objects the login API reads (groups, activities, duties,
-    /// school units shared by many logins) in MiB (default 32; 0 turns it off).
+    /// school units shared by many logins) in MiB (default 32 with sled, 128 with redb;
+    /// 0 turns it off).
     #[serde(default)]
     #[validate(range(max = 65536))]
     pub model_cache_mb: Option<u64>,
@@ -688,13 +690,11 @@ fn to_runtime(cfg: Config) -> Result<Runtime, ConfigError> {
         cache_bytes: cfg
             .server
             .cache_mb
-            .map_or(crate::store::sled_kv::DEFAULT_CACHE_BYTES, |m| {
-                m * 1024 * 1024
-            }),
+            .map_or(cfg.server.engine.default_cache_bytes(), |m| m * 1024 * 1024),
         model_cache_bytes: cfg
             .server
             .model_cache_mb
-            .map_or(crate::store::kv::DEFAULT_MODEL_CACHE_BYTES, |m| {
+            .map_or(cfg.server.engine.default_model_cache_bytes(), |m| {
                 m * 1024 * 1024
             }),
         max_body_bytes: cfg.limits.max_body_bytes,

@@ -33,8 +33,12 @@ const SEQ_BLOCK: u64 = 4096;
 /// The database file inside the data directory.
 pub const FILE_NAME: &str = "skolgrind.redb";
 
-/// redb's page cache when nothing else is configured.
-pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+/// redb's page cache when nothing else is configured (see
+/// [`super::StoreEngine::default_cache_bytes`]).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The decoded-object cache in front of redb when nothing else is configured.
+pub const DEFAULT_MODEL_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 type DataTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
 
@@ -122,11 +126,7 @@ impl RedbStore {
     }
 
     pub fn open_dir(dir: &Path) -> Result<Self, StoreError> {
-        Self::open_dir_with_caches(
-            dir,
-            DEFAULT_CACHE_BYTES,
-            super::kv::DEFAULT_MODEL_CACHE_BYTES,
-        )
+        Self::open_dir_with_caches(dir, DEFAULT_CACHE_BYTES, DEFAULT_MODEL_CACHE_BYTES)
     }
 }
 

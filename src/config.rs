@@ -766,6 +766,22 @@ api_keys = ["sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527
     }
 
     #[test]
+    fn cache_defaults_follow_the_engine_and_a_setting_wins() {
+        const MIB: u64 = 1024 * 1024;
+        let caches = |server: &str| {
+            let r = load(&GOOD.replace("[server]", &format!("[server]\n{server}"))).unwrap();
+            (r.cache_bytes / MIB, r.model_cache_bytes / MIB)
+        };
+        assert_eq!(caches(""), (256, 32));
+        assert_eq!(caches("engine = \"sled\""), (256, 32));
+        assert_eq!(caches("engine = \"redb\""), (64, 128));
+        assert_eq!(
+            caches("engine = \"redb\"\ncache_mb = 300\nmodel_cache_mb = 0"),
+            (300, 0)
+        );
+    }
+
+    #[test]
     fn messages_name_the_bad_key() {
         let cases = [
             (

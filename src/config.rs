@@ -166,7 +166,7 @@ pub struct ServerConfig {
     #[validate(range(min = 8, max = 65536))]
     pub cache_mb: Option<u64>,
     /// The cache of decoded objects the login API reads (groups, activities, duties,
-    /// school units shared by many logins) in MiB (default 32 with sled, 128 with redb;
+    /// school units shared by many logins) in MiB (default 32 with sled, 320 with redb;
     /// 0 turns it off).
     #[serde(default)]
     #[validate(range(max = 65536))]
@@ -774,7 +774,7 @@ api_keys = ["sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527
         };
         assert_eq!(caches(""), (256, 32));
         assert_eq!(caches("engine = \"sled\""), (256, 32));
-        assert_eq!(caches("engine = \"redb\""), (64, 128));
+        assert_eq!(caches("engine = \"redb\""), (64, 320));
         assert_eq!(
             caches("engine = \"redb\"\ncache_mb = 300\nmodel_cache_mb = 0"),
             (300, 0)

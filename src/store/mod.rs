@@ -48,9 +48,11 @@ impl StoreEngine {
     /// The page cache when `server.cache_mb` is not set. sled keeps its tree's pages in
     /// this cache and rebuilds an evicted page from several reads, so it gets a large one.
     /// redb reads an evicted page with one read; at a million persons the decoded-object
-    /// cache serves logins better with the same memory (login bench, 3 rounds each:
-    /// page 32 / objects 128 MiB gave 0.25x, page 96 / objects 128 gave 0.26x with 80 MB
-    /// more RSS, page 32 / objects 32 gave 0.20x).
+    /// cache serves logins far better with the same memory. Login bench at 1M persons,
+    /// median of three rounds, pages / objects in MiB: 32 / 32 0.20x; 96 / 128 0.26x
+    /// (RSS 263 MB); 64 / 256 0.33x (291 MB); 32 / 320 0.40x (272 MB); 16 / 512 0.38x
+    /// (241 MB): the groups, activities, duties and school units of a million persons
+    /// fit in 320, whose weights overstate the memory they take.
     pub fn default_cache_bytes(self) -> u64 {
         match self {
             StoreEngine::Sled => sled_kv::DEFAULT_CACHE_BYTES,

@@ -38,7 +38,7 @@ pub const FILE_NAME: &str = "skolgrind.redb";
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The decoded-object cache in front of redb when nothing else is configured.
-pub const DEFAULT_MODEL_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+pub const DEFAULT_MODEL_CACHE_BYTES: u64 = 320 * 1024 * 1024;
 
 type DataTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
 

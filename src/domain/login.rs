@@ -183,6 +183,7 @@ pub struct Account {
     pub roles: BTreeSet<Role>,
     pub school_units: Vec<SchoolUnitView>,
     pub duties: Vec<Ided<Duty>>,
+    /// Without their members (`members` is empty): the group roster lists them.
     pub groups: Vec<GroupView>,
     pub activities: Vec<ActivityView>,
     pub last_provisioned: DateTime<Utc>,
@@ -263,8 +264,19 @@ impl Reader<'_> {
         id: &str,
         from: (Kind, &str),
     ) -> Result<Option<Entity>, DomainError> {
+        self.get_with(kind, id, from, |e| e.clone())
+    }
+
+    /// Like [`Reader::get`], taking from the (shared, cached) model only what `take` copies.
+    fn get_with<T>(
+        &mut self,
+        kind: Kind,
+        id: &str,
+        from: (Kind, &str),
+        take: impl FnOnce(&Entity) -> T,
+    ) -> Result<Option<T>, DomainError> {
         match self.store.get_model(self.tenant, kind, id)? {
-            Some(o) if o.kind() == kind => Ok(Some(o.entity.clone())),
+            Some(o) if o.kind() == kind => Ok(Some(take(&o.entity))),
             _ => {
                 self.warnings.insert(Warning {
                     kind,
@@ -290,6 +302,23 @@ impl Reader<'_> {
             Some(Entity::Group(g)) => Some(g),
             _ => None,
         })
+    }
+
+    /// A group without its members, as an account view shows it: copying a class's member
+    /// list for every login of the class is most of the cost of a cached group.
+    fn group_head(&mut self, id: &str, from: (Kind, &str)) -> Result<Option<Group>, DomainError> {
+        Ok(self
+            .get_with(Kind::Group, id, from, |e| match e {
+                Entity::Group(g) => Some(Group {
+                    display_name: g.display_name.clone(),
+                    group_type: g.group_type.clone(),
+                    school_type: g.school_type.clone(),
+                    owner: g.owner.clone(),
+                    members: Vec::new(),
+                }),
+                _ => None,
+            })?
+            .flatten())
     }
 
     fn activity(&mut self, id: &str, from: (Kind, &str)) -> Result<Option<Activity>, DomainError> {
@@ -322,14 +351,19 @@ impl Reader<'_> {
     }
 
     fn teacher(&mut self, duty_id: &str, from: (Kind, &str)) -> Result<TeacherRef, DomainError> {
-        let d = self.duty(duty_id, from)?;
+        let d = self
+            .get_with(Kind::Duty, duty_id, from, |e| match e {
+                Entity::Duty(d) => Some((d.person.clone(), d.role.clone())),
+                _ => None,
+            })?
+            .flatten();
         Ok(TeacherRef {
             duty_id: duty_id.to_owned(),
             account_id: d
                 .as_ref()
-                .and_then(|d| d.person.as_deref())
+                .and_then(|(person, _)| person.as_deref())
                 .map(|p| gateway_id(self.tenant, Kind::Person, p)),
-            role: d.map(|d| d.role),
+            role: d.map(|(_, role)| role),
         })
     }
 
@@ -607,7 +641,7 @@ impl LoginService {
         // and activities taught through a duty (as a teacher, with their groups).
         let mut groups: BTreeMap<String, GroupView> = BTreeMap::new();
         for g in mine(Link::PersonGroups) {
-            if let Some(group) = r.group(&g, me)? {
+            if let Some(group) = r.group_head(&g, me)? {
                 groups.insert(
                     g.clone(),
                     GroupView {
@@ -644,7 +678,7 @@ impl LoginService {
                     if groups.contains_key(g) {
                         continue;
                     }
-                    if let Some(group) = r.group(g, from)? {
+                    if let Some(group) = r.group_head(g, from)? {
                         groups.insert(
                             g.clone(),
                             GroupView {

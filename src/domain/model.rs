@@ -395,7 +395,7 @@ const GATEWAY_ID_NAMESPACE: uuid::Uuid = uuid::uuid!("3f6c2b1e-5a0d-4c8e-9b7f-2d
 /// stable across re-provisioning of the same source id and never equals the school owner's
 /// source UUID, so two school owners using the same source id get different gateway ids.
 pub fn gateway_id(tenant: &TenantId, kind: Kind, id: &str) -> uuid::Uuid {
-    let name = format!("{}/{}/{}", tenant, kind.as_str(), id);
+    let name = [tenant.as_str(), kind.as_str(), id].join("/");
     uuid::Uuid::new_v5(&GATEWAY_ID_NAMESPACE, name.as_bytes())
 }
 

@@ -405,3 +405,24 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
+
+#[cfg(test)]
+mod gateway_id_tests {
+    use super::*;
+
+    /// Account and object ids are what products store: the name they are derived from
+    /// (`{tenant}/{kind}/{id}` in the gateway's namespace) must never change. Pinned
+    /// values, computed independently (Python's uuid.uuid5).
+    #[test]
+    fn gateway_ids_are_pinned() {
+        let t = TenantId::parse("kommunen").unwrap();
+        assert_eq!(
+            gateway_id(&t, Kind::Person, "7f1e2d3c-0000-4000-8000-000000000001").to_string(),
+            "fb5cfe8f-b27b-5263-8e79-4bbe520072ca"
+        );
+        assert_eq!(
+            gateway_id(&t, Kind::Group, "g1").to_string(),
+            "d185550e-8898-57fd-8fa8-3524a710475a"
+        );
+    }
+}

@@ -5,7 +5,7 @@
 //! cargo bench --bench skolgrind-bench -- egil [--pupils N] [--staff N] [--groups N]
 //!     [--activities N] [--connections N] [--baseline-seconds S] [--quick]
 //! cargo bench --bench skolgrind-bench -- login [--persons N] [--tenants N]
-//!     [--connections N] [--seconds S] [--rounds N] [--cache-mb M] [--model-cache-mb M]
+//!     [--connections N] [--seconds S] [--rounds N] [--cold] [--cache-mb M] [--model-cache-mb M]
 //!     [--engine sled|redb] [--data DIR] [--quick]
 //! cargo bench --bench skolgrind-bench -- flood [--seconds S] [--quota N]
 //! ```
@@ -1414,7 +1414,7 @@ mod login_storm {
     use skolgrind::store::{Decision, Store, WriteEvent};
 
     const USAGE: &str = "usage: cargo bench --bench skolgrind-bench -- login [--persons N] \
-[--tenants N] [--connections N] [--seconds S] [--rounds N] [--cache-mb M] [--model-cache-mb M] [--engine sled|redb] \
+[--tenants N] [--connections N] [--seconds S] [--rounds N] [--cold] [--cache-mb M] [--model-cache-mb M] [--engine sled|redb] \
 [--data DIR] [--quick]";
     const PRODUCT_KEY: &str = "bench-product-key";
     const CHUNK: usize = 20_000;
@@ -1426,6 +1426,8 @@ mod login_storm {
         seconds: f64,
         /// Storms per server, alternating skolgrind and the baseline.
         rounds: usize,
+        /// Do not read the store files into the OS page cache before serving.
+        cold: bool,
         cache_mb: u64,
         model_cache_mb: u64,
         engine: skolgrind::store::StoreEngine,
@@ -1443,6 +1445,7 @@ mod login_storm {
             connections: 64,
             seconds: 10.0,
             rounds: 1,
+            cold: false,
             // 0 until parsed: then the engine's defaults unless given.
             cache_mb: 0,
             model_cache_mb: 0,
@@ -1461,6 +1464,7 @@ mod login_storm {
                 "--tenants" => o.tenants = count(&arg, &value()?)?,
                 "--connections" => o.connections = count(&arg, &value()?)?,
                 "--rounds" => o.rounds = count(&arg, &value()?)?,
+                "--cold" => o.cold = true,
                 "--cache-mb" => o.cache_mb = count(&arg, &value()?)? as u64,
                 "--model-cache-mb" => o.model_cache_mb = count(&arg, &value()?)? as u64,
                 "--serve" => o.serve = Some(value()?.into()),
@@ -1989,6 +1993,25 @@ mod login_storm {
                 drop(store);
                 std::fs::write(&marker, &loaded_as).unwrap();
             }
+        }
+        if !o.cold {
+            // A server that has been running has its store files in the OS page cache
+            // (which is not its RSS); one just loaded or copied may not, and its first
+            // seconds then measure the disk. Read them through once, as that server would
+            // have. `--cold` skips this.
+            let started = Instant::now();
+            let mut bytes = 0u64;
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                if entry.path().is_file() {
+                    let mut f = std::fs::File::open(entry.path()).unwrap();
+                    bytes += std::io::copy(&mut f, &mut std::io::sink()).unwrap();
+                }
+            }
+            println!(
+                "  store files read once into the OS page cache: {} MB in {:.1} s",
+                bytes / (1024 * 1024),
+                started.elapsed().as_secs_f64()
+            );
         }
         let mut child = None;
         for _ in 0..100 {

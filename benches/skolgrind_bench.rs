@@ -1397,12 +1397,14 @@ mod ss12000 {
 }
 
 /// The login storm: N persons across T tenants are loaded straight into a store of the
-/// chosen engine (sled unless `--engine redb`; caches as the server's defaults for it
-/// unless `--cache-mb`/`--model-cache-mb` are given) (through `Store::write`, the same path and indexes as provisioning, waiting for
-/// durability once per chunk), then 64 connections resolve random EPPNs through
-/// `POST /login/v1/resolve` for a fixed time. The same clients then send the same request
-/// to a hello-world actix handler for the same time; the ratio compares the two. RSS is
-/// the whole bench process (server, store cache, clients) from `/proc/self/status`.
+/// chosen engine (sled unless `--engine redb`) through `Store::write`, the same path and
+/// indexes as provisioning, waiting for durability once per chunk. The store files are
+/// read once into the OS page cache (unless `--cold`), then a server process opens the
+/// store with the engine's default caches (unless `--cache-mb`/`--model-cache-mb`) and
+/// 64 connections resolve random EPPNs through `POST /login/v1/resolve` for a fixed time.
+/// The same clients then send the same request to a hello-world actix handler for the
+/// same time; the ratio compares the two (`--rounds N` alternates them N times). RSS is
+/// the server process's, from `/proc/{pid}/status`.
 mod login_storm {
     use super::*;
     use skolgrind::domain::model::{

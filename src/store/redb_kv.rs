@@ -43,17 +43,18 @@ pub const DEFAULT_MODEL_CACHE_BYTES: u64 = 320 * 1024 * 1024;
 type DataTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 pub struct RedbEngine {
-    db: Database,
-    /// (next number to hand out, end of the durably reserved block)
-    seq: Mutex<(u64, u64)>,
     /// The data table as of the last commit, shared by every read until the next one.
     /// Opening a read transaction and its table costs about as much as an uncached read
     /// (a lock in the transaction tracker and a lookup in the table tree), and a login
-    /// makes about eight reads.
+    /// makes about eight reads. Declared before `db`, so it is dropped first and the
+    /// database closes with no read transaction of ours open.
     snapshot: ArcSwapOption<DataTable>,
     /// Held while a snapshot is opened and while a commit drops it, so a snapshot opened
     /// before a commit finished is never kept after it (see [`RedbEngine::table`]).
     refresh: Mutex<()>,
+    db: Database,
+    /// (next number to hand out, end of the durably reserved block)
+    seq: Mutex<(u64, u64)>,
 }
 
 /// The redb engine with group commit.

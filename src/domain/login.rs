@@ -453,11 +453,16 @@ impl LoginService {
             Some(Ok(n)) if !self.is_shared_scope(eppn_scope(n)) => Some(n.as_str()),
             _ => None,
         };
+        // Found with the EPPN index; through an external identifier it is read below.
+        let mut person_obj = None;
         let ((tenant_id, person_id), binding) = match (own_eppn, &q.external_id) {
             (Some(n), _) => {
-                let Some(found) = self.store.find_eppn(n)? else {
+                // The person comes with the index: one read.
+                let Some((tenant, id, person)) = self.store.find_eppn_person(n)? else {
                     return Ok(Err(NoMatch::Unknown));
                 };
+                person_obj = Some(person);
+                let found = (tenant, id);
                 let (tenant, binding) = match self.active_tenant(&found.0) {
                     Ok(tb) => tb,
                     Err(r) => return Ok(Err(r)),
@@ -511,9 +516,14 @@ impl LoginService {
                 };
             }
         };
-        let Some(person_obj) = self.store.get_model(&tenant_id, Kind::Person, &person_id)? else {
-            // The index and the object are written together; a miss is a concurrent delete.
-            return Ok(Err(NoMatch::Unknown));
+        let person_obj = match person_obj {
+            Some(p) => p,
+            None => match self.store.get_model(&tenant_id, Kind::Person, &person_id)? {
+                Some(p) => p,
+                // The index and the object are written together; a miss is a concurrent
+                // delete.
+                None => return Ok(Err(NoMatch::Unknown)),
+            },
         };
         let mut civic_no_checked = false;
         if let (Some(given), true) = (&q.civic_no, binding.civic_no_second_factor) {

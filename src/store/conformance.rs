@@ -81,6 +81,15 @@ pub async fn run(s: Arc<dyn Store>) {
         s.find_eppn("x@k.se").unwrap(),
         Some((a.clone(), "p1".into()))
     );
+    let by_eppn = |e: &str| {
+        s.find_eppn_person(e)
+            .unwrap()
+            .map(|(t, id, m)| (t, id, m.entity.clone()))
+    };
+    assert_eq!(
+        by_eppn("x@k.se"),
+        Some((a.clone(), "p1".into(), got.entity.clone()))
+    );
     assert_eq!(
         s.find_civic_no(&a, "200406042903").unwrap(),
         vec!["p1".to_string()]
@@ -101,8 +110,27 @@ pub async fn run(s: Arc<dyn Store>) {
     // Re-writing the same person with the same EPPN is fine; changing it frees the old.
     put(&*s, person(&a, "p1", "x@k.se", None)).await.unwrap();
     assert!(s.find_civic_no(&a, "200406042903").unwrap().is_empty());
+    // An update that keeps the EPPN still updates the person found by it.
+    assert!(matches!(
+        by_eppn("x@k.se").map(|x| x.2),
+        Some(Entity::Person(p)) if p.civic_no.is_none()
+    ));
     put(&*s, person(&a, "p1", "y@k.se", None)).await.unwrap();
     assert_eq!(s.find_eppn("x@k.se").unwrap(), None);
+    // The person found by EPPN is the one stored now, not the one indexed first.
+    assert_eq!(by_eppn("x@k.se"), None);
+    assert_eq!(
+        by_eppn("y@k.se"),
+        Some((
+            a.clone(),
+            "p1".into(),
+            s.get(&a, Kind::Person, "p1").unwrap().unwrap().entity
+        ))
+    );
+    assert!(matches!(
+        by_eppn("y@k.se").map(|x| x.2),
+        Some(Entity::Person(p)) if p.eppns == ["y@k.se"] && p.civic_no.is_none()
+    ));
     put(&*s, person(&b, "p9", "x@k.se", None)).await.unwrap();
     // The decide closure sees the current object and its error aborts the write.
     let err = s
@@ -139,6 +167,7 @@ pub async fn run(s: Arc<dyn Store>) {
     // Delete removes object and indexes; change feed and audit record every write.
     del(&*s, &b, Kind::Person, "p9").await.unwrap();
     assert_eq!(s.find_eppn("x@k.se").unwrap(), None);
+    assert_eq!(by_eppn("x@k.se"), None);
     let changes = s.changes(0, 1000).unwrap();
     assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(changes.last().unwrap().op, Op::Delete);
@@ -780,6 +809,37 @@ async fn version_one_values_are_migrated() {
             .unwrap()
             .map(|x| x.2),
         Some("p1".into())
+    );
+}
+
+/// EPPN index values written before version 6 name only the owner: the person is read
+/// from its own key, and opening the store rewrites them to carry the person.
+#[tokio::test]
+async fn eppn_index_values_of_version_five_are_read_and_rewritten() {
+    use super::kv::Kv;
+    let s = super::memory::MemoryStore::in_memory();
+    let a = t("a");
+    put(&s, person(&a, "p1", "x@k.se", None)).await.unwrap();
+    let stored = s.get(&a, Kind::Person, "p1").unwrap().unwrap().entity;
+    s.engine()
+        .apply(vec![
+            (b"e/x@k.se".to_vec(), Some(b"a/p1".to_vec())),
+            (b"s/store/index_version".to_vec(), Some(b"5".to_vec())),
+        ])
+        .unwrap();
+    let found = |s: &super::memory::MemoryStore| {
+        s.find_eppn_person("x@k.se")
+            .unwrap()
+            .map(|(t, id, m)| (t, id, m.entity.clone()))
+    };
+    assert_eq!(found(&s), Some((a.clone(), "p1".into(), stored.clone())));
+    s.ensure_indexes().unwrap();
+    let v = s.engine().get(b"e/x@k.se").unwrap().unwrap();
+    assert_eq!(v[0], 1, "rewritten with the person's value");
+    assert_eq!(found(&s), Some((a.clone(), "p1".into(), stored)));
+    assert_eq!(
+        s.find_eppn("x@k.se").unwrap(),
+        Some((a.clone(), "p1".into()))
     );
 }
 

@@ -28,6 +28,9 @@ use serde::{Deserialize, Serialize};
 use crate::domain::jobs::{ItemResult, JobHeader, JobMark};
 use crate::domain::{DomainError, Kind, ObjectModel, Protocol, StoredObject, TenantId};
 
+/// A person found by EPPN: tenant, source id and model.
+pub type EppnPerson = (TenantId, String, std::sync::Arc<ObjectModel>);
+
 /// Which ordered key-value engine persists the store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -416,6 +419,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// The person holding a (normalised) EPPN, in any tenant.
     fn find_eppn(&self, eppn: &str) -> Result<Option<(TenantId, String)>, StoreError>;
+
+    /// The person holding a (normalised) EPPN with its model, as a login needs them.
+    /// An engine may keep the model with the EPPN index (one read instead of two).
+    fn find_eppn_person(&self, eppn: &str) -> Result<Option<EppnPerson>, StoreError> {
+        let Some((tenant, id)) = self.find_eppn(eppn)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .get_model(&tenant, Kind::Person, &id)?
+            .map(|model| (tenant, id, model)))
+    }
 
     /// The persons of a tenant with this civic number.
     fn find_civic_no(&self, tenant: &TenantId, civic_no: &str) -> Result<Vec<String>, StoreError>;

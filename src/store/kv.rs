@@ -348,7 +348,7 @@ impl<B: Kv> KvStore<B> {
         let encoded = current.as_ref().map(encode_object).transpose()?;
         if let Some(value) = &encoded {
             for (eppn, _) in &new_eppns {
-                ops.push((eppn_key(eppn), Some(eppn_value(&owner, value))));
+                ops.push((eppn_key(eppn), Some(eppn_value(&owner, value)?)));
             }
         }
         if old_civic != new_civic {
@@ -470,14 +470,15 @@ const EPPN_WITH_PERSON: u8 = 1;
 /// The EPPN index value: the owner and the person's object value as stored under its own
 /// key, written in the same batch. A login then reads the person with the index: one
 /// page read instead of two. Relations are still read from their own keys.
-fn eppn_value(owner: &str, object_value: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(3 + owner.len() + object_value.len());
+fn eppn_value(owner: &str, object_value: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let len = u32::try_from(owner.len())
+        .map_err(|_| StoreError::Corrupt("eppn index owner too long".into()))?;
+    let mut v = Vec::with_capacity(5 + owner.len() + object_value.len());
     v.push(EPPN_WITH_PERSON);
-    // Tenant ids are at most 64 bytes and source ids are bounded by the request limits.
-    v.extend_from_slice(&(owner.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+    v.extend_from_slice(&len.to_be_bytes());
     v.extend_from_slice(owner.as_bytes());
     v.extend_from_slice(object_value);
-    v
+    Ok(v)
 }
 
 /// The owner (`{tenant}/{id}`) and, when the value carries it, the person's object value.
@@ -485,8 +486,8 @@ fn split_eppn_value(v: &[u8]) -> Result<(&[u8], Option<&[u8]>), StoreError> {
     match v.split_first() {
         Some((&EPPN_WITH_PERSON, rest)) => {
             let bad = || StoreError::Corrupt("eppn index value".into());
-            let (len, rest) = rest.split_first_chunk::<2>().ok_or_else(bad)?;
-            let len = usize::from(u16::from_be_bytes(*len));
+            let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+            let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| bad())?;
             if rest.len() < len {
                 return Err(bad());
             }
@@ -638,28 +639,36 @@ impl<B: Kv> KvStore<B> {
         self.kv.scan(b"o/", &mut |k, v| match decode_object(v) {
             Ok((o, inline)) => {
                 ops.extend(derived_ops(None, Some(&o)));
-                let mut value = v.to_vec();
-                if inline {
+                let mut rewrite = || -> Result<(), StoreError> {
+                    let eppns = person_indexes(Some(&o)).0;
                     // Version 1 value: move the document to its own key.
-                    match encode_object(&o) {
-                        Ok(v) => value = v,
-                        Err(e) => {
-                            err = Some(e);
-                            return false;
-                        }
+                    let value = if inline {
+                        let value = encode_object(&o)?;
+                        ops.push((k.to_vec(), Some(value.clone())));
+                        ops.push((
+                            raw_key(&o.tenant, o.kind(), &o.id),
+                            Some(o.raw.clone().into_bytes()),
+                        ));
+                        value
+                    } else if eppns.is_empty() {
+                        return Ok(());
+                    } else {
+                        v.to_vec()
+                    };
+                    // Version 6: the EPPN index carries the person's value.
+                    let owner = format!("{}/{}", o.tenant, o.id);
+                    for (eppn, _) in eppns {
+                        ops.push((eppn_key(&eppn), Some(eppn_value(&owner, &value)?)));
                     }
-                    ops.push((k.to_vec(), Some(value.clone())));
-                    ops.push((
-                        raw_key(&o.tenant, o.kind(), &o.id),
-                        Some(o.raw.clone().into_bytes()),
-                    ));
+                    Ok(())
+                };
+                match rewrite() {
+                    Ok(()) => true,
+                    Err(e) => {
+                        err = Some(e);
+                        false
+                    }
                 }
-                // Version 6: the EPPN index carries the person's value.
-                let owner = format!("{}/{}", o.tenant, o.id);
-                for (eppn, _) in person_indexes(Some(&o)).0 {
-                    ops.push((eppn_key(&eppn), Some(eppn_value(&owner, &value))));
-                }
-                true
             }
             Err(e) => {
                 err = Some(e);

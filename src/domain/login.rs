@@ -610,7 +610,9 @@ impl LoginService {
                 None => return Ok(None),
             },
         };
-        let Entity::Person(person) = obj.entity.clone() else {
+        let (last_provisioned, protocol) = (obj.meta.last_modified, obj.meta.protocol);
+        // A person read for this login is ours alone: taken without a copy.
+        let Entity::Person(person) = Arc::unwrap_or_clone(obj).entity else {
             return Ok(None);
         };
         let store = &*self.store;
@@ -732,8 +734,8 @@ impl LoginService {
             duties,
             groups: groups.into_values().collect(),
             activities,
-            last_provisioned: obj.meta.last_modified,
-            protocol: obj.meta.protocol,
+            last_provisioned,
+            protocol,
             civic_no_checked: false,
             warnings: r.warnings(),
         }))

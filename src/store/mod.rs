@@ -420,16 +420,9 @@ pub trait Store: Send + Sync + 'static {
     /// The person holding a (normalised) EPPN, in any tenant.
     fn find_eppn(&self, eppn: &str) -> Result<Option<(TenantId, String)>, StoreError>;
 
-    /// The person holding a (normalised) EPPN with its model, as a login needs them.
-    /// An engine may keep the model with the EPPN index (one read instead of two).
-    fn find_eppn_person(&self, eppn: &str) -> Result<Option<EppnPerson>, StoreError> {
-        let Some((tenant, id)) = self.find_eppn(eppn)? else {
-            return Ok(None);
-        };
-        Ok(self
-            .get_model(&tenant, Kind::Person, &id)?
-            .map(|model| (tenant, id, model)))
-    }
+    /// The person holding a (normalised) EPPN with its model, as a login needs them
+    /// (the key-value store keeps the person's value in the EPPN index: one read).
+    fn find_eppn_person(&self, eppn: &str) -> Result<Option<EppnPerson>, StoreError>;
 
     /// The persons of a tenant with this civic number.
     fn find_civic_no(&self, tenant: &TenantId, civic_no: &str) -> Result<Vec<String>, StoreError>;

@@ -502,12 +502,13 @@ fn eppn_owner(v: &[u8]) -> Result<&[u8], StoreError> {
     Ok(split_eppn_value(v)?.0)
 }
 
-fn parse_owner(owner: &[u8]) -> Result<(TenantId, String), StoreError> {
-    let s = std::str::from_utf8(owner).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let (t, id) = s
-        .split_once('/')
-        .ok_or_else(|| StoreError::Corrupt("eppn index value".into()))?;
-    let t = TenantId::parse(t).map_err(StoreError::Corrupt)?;
+/// The owner `{tenant}/{id}` that the EPPN and external-identifier indexes point to;
+/// `index` names the index in the error.
+fn parse_owner(owner: &[u8], index: &str) -> Result<(TenantId, String), StoreError> {
+    let bad = || StoreError::Corrupt(format!("{index} index entry"));
+    let s = std::str::from_utf8(owner).map_err(|_| bad())?;
+    let (t, id) = s.split_once('/').ok_or_else(bad)?;
+    let t = TenantId::parse(t).map_err(|_| bad())?;
     Ok((t, id.to_owned()))
 }
 
@@ -795,7 +796,7 @@ impl<B: Kv> Store for KvStore<B> {
         let Some(v) = self.kv.get(&eppn_key(eppn))? else {
             return Ok(None);
         };
-        parse_owner(eppn_owner(&v)?).map(Some)
+        parse_owner(eppn_owner(&v)?, "eppn").map(Some)
     }
 
     fn find_eppn_person(&self, eppn: &str) -> Result<Option<super::EppnPerson>, StoreError> {
@@ -803,7 +804,7 @@ impl<B: Kv> Store for KvStore<B> {
             return Ok(None);
         };
         let (owner, object) = split_eppn_value(&v)?;
-        let (tenant, id) = parse_owner(owner)?;
+        let (tenant, id) = parse_owner(owner, "eppn")?;
         let model = match object {
             Some(object) => Some(Arc::new(decode_model(object)?)),
             // Written before index version 6 (and not rebuilt): the person's own key.
@@ -830,20 +831,17 @@ impl<B: Kv> Store for KvStore<B> {
         let prefix = external_prefix(context, value);
         let mut out = Vec::new();
         let mut err = None;
-        self.kv.scan(&prefix, &mut |k, _| {
-            let owner = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            match owner
-                .split_once('/')
-                .and_then(|(t, id)| Some((TenantId::parse(t).ok()?, id.to_owned())))
-            {
-                Some(found) => {
-                    out.push(found);
-                    true
-                }
-                None => {
-                    err = Some(StoreError::Corrupt("external identifier index key".into()));
-                    false
-                }
+        self.kv.scan(&prefix, &mut |k, _| match parse_owner(
+            &k[prefix.len()..],
+            "external identifier",
+        ) {
+            Ok(found) => {
+                out.push(found);
+                true
+            }
+            Err(e) => {
+                err = Some(e);
+                false
             }
         })?;
         match err {

@@ -27,7 +27,7 @@ use super::error::{DomainError, RuleId};
 use super::model::{gateway_id, Activity, Duty, Entity, Group, Kind, OrgUnit, Person, Protocol};
 use super::rules::{eppn_scope, normalise_eppn};
 use super::tenant::{Tenant, TenantId};
-use crate::store::{ChangeRecord, Link, Op, Store};
+use crate::store::{ChangeRecord, Link, Links, Op, Store};
 
 /// The most lookups one batch may carry.
 pub const MAX_BATCH: usize = 1000;
@@ -453,16 +453,17 @@ impl LoginService {
             Some(Ok(n)) if !self.is_shared_scope(eppn_scope(n)) => Some(n.as_str()),
             _ => None,
         };
-        // Found with the EPPN index; through an external identifier it is read below.
-        let mut person_obj = None;
+        // Found by EPPN with the relations from it; through an external identifier it is
+        // read below.
+        let mut person_read = None;
         let ((tenant_id, person_id), binding) = match (own_eppn, &q.external_id) {
             (Some(n), _) => {
-                // The person comes with the index: one read.
-                let Some((tenant, id, person)) = self.store.find_eppn_person(n)? else {
+                // The person comes with its relations: usually one read.
+                let Some(p) = self.store.find_eppn_person(n)? else {
                     return Ok(Err(NoMatch::Unknown));
                 };
-                person_obj = Some(person);
-                let found = (tenant, id);
+                person_read = Some((p.model, p.links));
+                let found = (p.tenant, p.id);
                 let (tenant, binding) = match self.active_tenant(&found.0) {
                     Ok(tb) => tb,
                     Err(r) => return Ok(Err(r)),
@@ -516,10 +517,10 @@ impl LoginService {
                 };
             }
         };
-        let person_obj = match person_obj {
-            Some(p) => p,
+        let (person_obj, links) = match person_read {
+            Some((p, links)) => (p, Some(links)),
             None => match self.store.get_model(&tenant_id, Kind::Person, &person_id)? {
-                Some(p) => p,
+                Some(p) => (p, None),
                 // The index and the object are written together; a miss is a concurrent
                 // delete.
                 None => return Ok(Err(NoMatch::Unknown)),
@@ -536,10 +537,11 @@ impl LoginService {
             }
             civic_no_checked = true;
         }
-        let mut account = match self.account_view(&tenant_id, &person_id, Some(person_obj))? {
-            Some(a) => a,
-            None => return Ok(Err(NoMatch::Unknown)),
-        };
+        let mut account =
+            match self.account_view(&tenant_id, &person_id, Some((person_obj, links)))? {
+                Some(a) => a,
+                None => return Ok(Err(NoMatch::Unknown)),
+            };
         account.civic_no_checked = civic_no_checked;
         Ok(Ok(account))
     }
@@ -593,20 +595,21 @@ impl LoginService {
         Ok(self.account_view(&t, &id, None)?.ok_or(NoMatch::Unknown))
     }
 
-    /// The account view of a person (`obj`: the person's object when already read).
+    /// The account view of a person (`read`: the person's object when already read, with
+    /// the relations from it when read along).
     fn account_view(
         &self,
         tenant_id: &TenantId,
         person_id: &str,
-        obj: Option<Arc<crate::domain::ObjectModel>>,
+        read: Option<(Arc<crate::domain::ObjectModel>, Option<Links>)>,
     ) -> Result<Option<Account>, DomainError> {
         let Ok((tenant, _)) = self.active_tenant(tenant_id) else {
             return Ok(None);
         };
-        let obj = match obj {
-            Some(o) => o,
+        let (obj, links) = match read {
+            Some(r) => r,
             None => match self.store.get_model(tenant_id, Kind::Person, person_id)? {
-                Some(o) => o,
+                Some(o) => (o, None),
                 None => return Ok(None),
             },
         };
@@ -631,7 +634,10 @@ impl LoginService {
                 .or_default()
                 .insert(Role::Pupil);
         }
-        let mine = store.links_from(tenant_id, person_id)?;
+        let mine = match links {
+            Some(l) => l,
+            None => store.links_from(tenant_id, person_id)?,
+        };
         let mine = |link: Link| {
             mine.iter()
                 .filter(move |(l, _)| *l == link)

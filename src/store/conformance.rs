@@ -84,7 +84,7 @@ pub async fn run(s: Arc<dyn Store>) {
     let by_eppn = |e: &str| {
         s.find_eppn_person(e)
             .unwrap()
-            .map(|(t, id, m)| (t, id, m.entity.clone()))
+            .map(|p| (p.tenant, p.id, p.model.entity.clone()))
     };
     assert_eq!(
         by_eppn("x@k.se"),
@@ -219,6 +219,60 @@ pub async fn run(s: Arc<dyn Store>) {
     jobs(&*s).await;
     relations(&*s).await;
     models(&*s).await;
+    eppn_persons(&*s).await;
+}
+
+const U1: &str = "0b5c5bde-9bd6-4c43-a6ad-3bd0bbcd3e7f";
+const U2: &str = "7e0b4f8e-2d3c-4a55-9a3e-1c2b3d4e5f60";
+
+/// A person found by EPPN comes with the relations from it, whether its id is a UUID
+/// (found through the in-memory hints) or not (through the index), and follows EPPN
+/// changes, moves between tenants and deletes.
+async fn eppn_persons(s: &dyn Store) {
+    let (a, b) = (t("ea"), t("eb"));
+    let found = |eppn: &str| {
+        s.find_eppn_person(eppn).unwrap().map(|p| {
+            let links = s.links_from(&p.tenant, &p.id).unwrap();
+            assert_eq!(p.links, links, "the relations read along are the person's");
+            (p.tenant, p.id, p.model.entity.clone(), p.links.to_vec())
+        })
+    };
+    for id in [U1, "elev-17"] {
+        put(s, person(&a, id, "kim@ea.se", None)).await.unwrap();
+        put(s, group(&a, "ga", &[id])).await.unwrap();
+        put(s, duty(&a, "da", id)).await.unwrap();
+        let entity = s.get(&a, Kind::Person, id).unwrap().unwrap().entity;
+        let mut links = vec![
+            (Link::PersonDuties, "da".to_owned()),
+            (Link::PersonGroups, "ga".to_owned()),
+        ];
+        links.sort_by_key(|(l, _)| l.as_str());
+        let got = found("kim@ea.se").unwrap();
+        assert_eq!(got, (a.clone(), id.to_owned(), entity, links), "{id}");
+        // The EPPN changes: the old one no longer finds the person.
+        put(s, person(&a, id, "kim.n@ea.se", None)).await.unwrap();
+        assert_eq!(found("kim@ea.se"), None);
+        assert_eq!(found("kim.n@ea.se").unwrap().1, id);
+        // It moves to a person of another tenant.
+        put(s, person(&a, id, "kim.m@ea.se", None)).await.unwrap();
+        put(s, person(&b, U2, "kim.n@ea.se", None)).await.unwrap();
+        let moved = found("kim.n@ea.se").unwrap();
+        assert_eq!(
+            (moved.0, moved.1.as_str(), moved.3),
+            (b.clone(), U2, vec![])
+        );
+        // Deleted persons are not found, their relations stay with the group.
+        del(s, &b, Kind::Person, U2).await.unwrap();
+        del(s, &a, Kind::Person, id).await.unwrap();
+        assert_eq!(found("kim.n@ea.se"), None);
+        assert_eq!(found("kim.m@ea.se"), None);
+        assert_eq!(
+            s.linked(&a, Link::PersonGroups, id).unwrap(),
+            vec!["ga".to_owned()]
+        );
+        del(s, &a, Kind::Group, "ga").await.unwrap();
+        del(s, &a, Kind::Duty, "da").await.unwrap();
+    }
 }
 
 /// Bulk jobs: stored with their items and queued in acceptance order; marks are written
@@ -812,35 +866,97 @@ async fn version_one_values_are_migrated() {
     );
 }
 
-/// EPPN index values written before version 6 name only the owner: the person is read
-/// from its own key, and opening the store rewrites them to carry the person.
+/// Stores of index versions 5 (EPPN entry = owner) and 6 (EPPN entry = owner + the
+/// person's value) have no person record next to the relations: logins read the person
+/// from its own key until the store is opened, which writes the records and makes every
+/// EPPN entry the owner alone.
 #[tokio::test]
-async fn eppn_index_values_of_version_five_are_read_and_rewritten() {
+async fn eppn_index_values_of_versions_five_and_six_are_read_and_rewritten() {
     use super::kv::Kv;
     let s = super::memory::MemoryStore::in_memory();
     let a = t("a");
     put(&s, person(&a, "p1", "x@k.se", None)).await.unwrap();
-    let stored = s.get(&a, Kind::Person, "p1").unwrap().unwrap().entity;
+    put(&s, person(&a, "p2", "y@k.se", None)).await.unwrap();
+    put(&s, group(&a, "g1", &["p1", "p2"])).await.unwrap();
+    let stored = |id: &str| s.get(&a, Kind::Person, id).unwrap().unwrap().entity;
+    let (p1, p2) = (stored("p1"), stored("p2"));
+    let p2_value = s.engine().get(b"o/a/person/p2").unwrap().unwrap();
+    let mut v6 = vec![1u8];
+    v6.extend_from_slice(&4u32.to_be_bytes());
+    v6.extend_from_slice(b"a/p2");
+    v6.extend_from_slice(&p2_value);
     s.engine()
         .apply(vec![
             (b"e/x@k.se".to_vec(), Some(b"a/p1".to_vec())),
-            (b"s/store/index_version".to_vec(), Some(b"5".to_vec())),
+            (b"e/y@k.se".to_vec(), Some(v6)),
+            (b"l/a/p1/".to_vec(), None),
+            (b"l/a/p2/".to_vec(), None),
+            (b"s/store/index_version".to_vec(), Some(b"6".to_vec())),
         ])
         .unwrap();
-    let found = |s: &super::memory::MemoryStore| {
-        s.find_eppn_person("x@k.se")
+    let found = |s: &super::memory::MemoryStore, eppn: &str| {
+        s.find_eppn_person(eppn)
             .unwrap()
-            .map(|(t, id, m)| (t, id, m.entity.clone()))
+            .map(|p| (p.tenant, p.id, p.model.entity.clone(), p.links.to_vec()))
     };
-    assert_eq!(found(&s), Some((a.clone(), "p1".into(), stored.clone())));
-    s.ensure_indexes().unwrap();
-    let v = s.engine().get(b"e/x@k.se").unwrap().unwrap();
-    assert_eq!(v[0], 1, "rewritten with the person's value");
-    assert_eq!(found(&s), Some((a.clone(), "p1".into(), stored)));
+    let in_g1 = vec![(Link::PersonGroups, "g1".to_owned())];
+    let want = |id: &str, e: &Entity| Some((a.clone(), id.to_owned(), e.clone(), in_g1.clone()));
+    assert_eq!(found(&s, "x@k.se"), want("p1", &p1));
+    assert_eq!(found(&s, "y@k.se"), want("p2", &p2));
     assert_eq!(
-        s.find_eppn("x@k.se").unwrap(),
-        Some((a.clone(), "p1".into()))
+        s.find_eppn("y@k.se").unwrap(),
+        Some((a.clone(), "p2".into()))
     );
+    s.ensure_indexes().unwrap();
+    assert_eq!(s.engine().get(b"e/y@k.se").unwrap(), Some(b"a/p2".to_vec()));
+    assert_eq!(s.engine().get(b"l/a/p2/").unwrap(), Some(p2_value));
+    assert!(s.engine().get(b"l/a/p1/").unwrap().is_some());
+    assert_eq!(found(&s, "x@k.se"), want("p1", &p1));
+    assert_eq!(found(&s, "y@k.se"), want("p2", &p2));
+}
+
+/// A hint that points to the wrong person, a deleted one or nowhere useful never changes
+/// who is found: the index decides.
+#[tokio::test]
+async fn wrong_eppn_hints_do_not_change_who_is_found() {
+    let s = super::memory::MemoryStore::in_memory();
+    let (a, b) = (t("a"), t("b"));
+    put(&s, person(&a, U1, "x@k.se", None)).await.unwrap();
+    put(&s, person(&b, U2, "y@k.se", None)).await.unwrap();
+    let owner = |eppn: &str| s.find_eppn_person(eppn).unwrap().map(|p| (p.tenant, p.id));
+    // y's hint points to a person of another tenant that exists.
+    s.hints().set("y@k.se", &a, U1);
+    assert_eq!(owner("y@k.se"), Some((b.clone(), U2.to_owned())));
+    // An unknown EPPN hinted at an existing person.
+    s.hints().set("z@k.se", &a, U1);
+    assert_eq!(owner("z@k.se"), None);
+    // A hint to a person that does not exist.
+    s.hints()
+        .set("x@k.se", &b, "1c9a0c3e-5f1e-4b1a-8d7e-6f5a4b3c2d1e");
+    assert_eq!(owner("x@k.se"), Some((a.clone(), U1.to_owned())));
+    // No hint at all.
+    s.hints().clear();
+    assert_eq!(owner("x@k.se"), Some((a.clone(), U1.to_owned())));
+    assert_eq!(owner("y@k.se"), Some((b.clone(), U2.to_owned())));
+}
+
+/// Opening a store fills the hints from the index.
+#[tokio::test]
+async fn opening_a_store_fills_the_eppn_hints() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = super::sled_kv::SledStore::open_dir(dir.path()).unwrap();
+        put(&s, person(&t("a"), U1, "x@k.se", None)).await.unwrap();
+        put(&s, person(&t("b"), U2, "y@k.se", None)).await.unwrap();
+        put(&s, person(&t("b"), "elev-17", "z@k.se", None))
+            .await
+            .unwrap();
+        assert_eq!(s.hints().len(), 2);
+    }
+    let s = super::sled_kv::SledStore::open_dir(dir.path()).unwrap();
+    assert_eq!(s.hints().len(), 2, "ids that are not UUIDs get none");
+    assert_eq!(s.hints().get("y@k.se"), Some((t("b"), U2.to_owned())));
+    assert_eq!(s.find_eppn_person("z@k.se").unwrap().unwrap().id, "elev-17");
 }
 
 #[tokio::test]

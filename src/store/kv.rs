@@ -9,6 +9,7 @@
 //! | `o/` | `o/{tenant}/{kind}/{id}` | version byte + JSON [`StoredObject`] without `raw` |
 //! | `r/` | `r/{tenant}/{kind}/{id}` | the object's document as sent (`raw`) |
 //! | `e/` | `e/{eppn}` | `{tenant}/{person id}` (global: EPPNs are unique across tenants) |
+//! | `l/` | `l/{tenant}/{person id}/` | the person's object value, as under `o/` (the person record: read with its relations, below) |
 //! | `c/` | `c/{tenant}/{civic no}/{person id}` | empty |
 //! | `f/` | `f/{seq:016x}` | JSON [`ChangeRecord`] |
 //! | `a/` | `a/{tenant}/{seq:016x}` | JSON [`AuditRecord`] |
@@ -32,12 +33,18 @@
 //! Object values are kept small (the document as sent lives under `r/`) because the login
 //! API reads many of them per request; decoded models are also kept in a bounded cache
 //! ([`KvStore::get_model`]) that every object write invalidates.
+//!
+//! A login reads the person and the relations from it with one scan of
+//! `l/{tenant}/{person id}/`: the person record sorts first, its relations follow, all on
+//! one page as a rule. In-memory [`EppnHints`] say which person to scan; the record read
+//! confirms it (see there), and the `e/` index decides when it does not.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use std::collections::BTreeSet;
 
+use super::eppn_hints::EppnHints;
 use super::{
     AuditRecord, ChangeRecord, Committed, Decide, Decision, Durable, Link, Links, Op, Store,
     StoreError, WriteEvent, MAX_CHANGE_ACCOUNTS,
@@ -139,6 +146,8 @@ pub struct KvStore<B: Kv> {
     /// Bumped after every applied object write, before its cache entry is dropped; a
     /// reader that filled the cache across a bump drops its entry again (see `get_model`).
     generation: AtomicU64,
+    /// EPPN → person guesses for logins (filled at open, kept up by writes).
+    hints: EppnHints,
 }
 
 impl<B: Kv> KvStore<B> {
@@ -152,7 +161,31 @@ impl<B: Kv> KvStore<B> {
     pub fn open_on(kv: B, model_cache_bytes: u64) -> Result<Self, StoreError> {
         let s = Self::with_model_cache(kv, model_cache_bytes);
         s.ensure_indexes()?;
+        s.load_hints()?;
         Ok(s)
+    }
+
+    /// Fills the EPPN hints from the `e/` index (a million entries take about a second).
+    pub fn load_hints(&self) -> Result<(), StoreError> {
+        self.hints.rebuild(|set| {
+            let mut err = None;
+            self.kv.scan(b"e/", &mut |k, v| {
+                let found = std::str::from_utf8(&k[2..])
+                    .map_err(|_| StoreError::Corrupt("eppn index key".into()))
+                    .and_then(|eppn| Ok((eppn, parse_owner(eppn_owner(v)?, "eppn")?)));
+                match found {
+                    Ok((eppn, (tenant, id))) => {
+                        set(eppn, &tenant, &id);
+                        true
+                    }
+                    Err(e) => {
+                        err = Some(e);
+                        false
+                    }
+                }
+            })?;
+            err.map_or(Ok(()), Err)
+        })
     }
 
     pub fn with_model_cache(kv: B, bytes: u64) -> Self {
@@ -163,6 +196,7 @@ impl<B: Kv> KvStore<B> {
             write_lock: Mutex::new(()),
             models: ModelCache::with_weighter(items, bytes.max(1), ModelWeight),
             generation: AtomicU64::new(0),
+            hints: EppnHints::default(),
         }
     }
 
@@ -287,6 +321,34 @@ impl<B: Kv> KvStore<B> {
             .collect()
     }
 
+    /// A person with the relations from it, from one scan of its record and relations.
+    fn person_with_links(
+        &self,
+        tenant: TenantId,
+        id: String,
+    ) -> Result<Option<super::EppnPerson>, StoreError> {
+        let Scanned { record, links } = scan_links(&self.kv, &links_prefix(&tenant, &id))?;
+        let model = match record {
+            Some(v) => Arc::new(decode_model(&v)?),
+            // No record (written before index version 7 and not rebuilt): its own key.
+            None => match self.get_model(&tenant, Kind::Person, &id)? {
+                Some(m) => m,
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(super::EppnPerson {
+            tenant,
+            id,
+            model,
+            links: Arc::new(links),
+        }))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn hints(&self) -> &EppnHints {
+        &self.hints
+    }
+
     pub fn engine(&self) -> &B {
         &self.kv
     }
@@ -345,11 +407,13 @@ impl<B: Kv> KvStore<B> {
                 ops.push((eppn_key(eppn), None));
             }
         }
+        for (eppn, _) in &new_eppns {
+            ops.push((eppn_key(eppn), Some(owner.clone().into_bytes())));
+        }
         let encoded = current.as_ref().map(encode_object).transpose()?;
-        if let Some(value) = &encoded {
-            for (eppn, _) in &new_eppns {
-                ops.push((eppn_key(eppn), Some(eppn_value(&owner, value)?)));
-            }
+        // The person record next to the person's relations.
+        if kind == Kind::Person {
+            ops.push((links_prefix(tenant, id), encoded.clone()));
         }
         if old_civic != new_civic {
             if let Some(c) = &old_civic {
@@ -417,6 +481,12 @@ impl<B: Kv> KvStore<B> {
         let stale = Self::stale_entries(&ops);
         self.kv.apply(ops)?;
         self.invalidate(&stale);
+        for (eppn, _) in &old_eppns {
+            self.hints.remove(eppn, tenant, id);
+        }
+        for (eppn, _) in &new_eppns {
+            self.hints.set(eppn, tenant, id);
+        }
         drop(_guard);
         Ok(Committed {
             previous,
@@ -463,43 +533,23 @@ fn eppn_key(eppn: &str) -> Vec<u8> {
     ["e", eppn].join("/").into_bytes()
 }
 
-/// Marks an EPPN index value that carries the person's object value (index version 6).
-/// Older values are the owner alone (`{tenant}/{id}`), which never starts with this byte.
+/// Marks an EPPN index value of index version 6, which carried the person's object value
+/// after the owner (a u32 length, then the owner). Other values are the owner alone
+/// (`{tenant}/{id}`), which never starts with this byte. Version 7 keeps the person's
+/// value in the person record instead, next to its relations, and rewrites these at open.
 const EPPN_WITH_PERSON: u8 = 1;
 
-/// The EPPN index value: the owner and the person's object value as stored under its own
-/// key, written in the same batch. A login then reads the person with the index: one
-/// page read instead of two. Relations are still read from their own keys.
-fn eppn_value(owner: &str, object_value: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let len = u32::try_from(owner.len())
-        .map_err(|_| StoreError::Corrupt("eppn index owner too long".into()))?;
-    let mut v = Vec::with_capacity(5 + owner.len() + object_value.len());
-    v.push(EPPN_WITH_PERSON);
-    v.extend_from_slice(&len.to_be_bytes());
-    v.extend_from_slice(owner.as_bytes());
-    v.extend_from_slice(object_value);
-    Ok(v)
-}
-
-/// The owner (`{tenant}/{id}`) and, when the value carries it, the person's object value.
-fn split_eppn_value(v: &[u8]) -> Result<(&[u8], Option<&[u8]>), StoreError> {
+/// The owner (`{tenant}/{id}`) an EPPN index value names.
+fn eppn_owner(v: &[u8]) -> Result<&[u8], StoreError> {
     match v.split_first() {
         Some((&EPPN_WITH_PERSON, rest)) => {
             let bad = || StoreError::Corrupt("eppn index value".into());
             let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
             let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| bad())?;
-            if rest.len() < len {
-                return Err(bad());
-            }
-            let (owner, object) = rest.split_at(len);
-            Ok((owner, Some(object)))
+            rest.get(..len).ok_or_else(bad)
         }
-        _ => Ok((v, None)),
+        _ => Ok(v),
     }
-}
-
-fn eppn_owner(v: &[u8]) -> Result<&[u8], StoreError> {
-    Ok(split_eppn_value(v)?.0)
 }
 
 /// The owner `{tenant}/{id}` that the EPPN and external-identifier indexes point to;
@@ -535,6 +585,40 @@ fn links_prefix(tenant: &TenantId, from: &str) -> Vec<u8> {
 
 fn link_prefix(tenant: &TenantId, link: Link, from: &str) -> Vec<u8> {
     format!("l/{tenant}/{from}/{}/", link.as_str()).into_bytes()
+}
+
+/// What one scan of `l/{tenant}/{from}/` finds.
+struct Scanned {
+    /// The person record, if `from` is a person.
+    record: Option<Vec<u8>>,
+    /// The relations from `from`.
+    links: Vec<(Link, String)>,
+}
+
+fn scan_links<B: Kv>(kv: &B, prefix: &[u8]) -> Result<Scanned, StoreError> {
+    let mut record = None;
+    let mut links = Vec::new();
+    let mut bad = false;
+    kv.scan(prefix, &mut |k, v| {
+        let rest = &k[prefix.len()..];
+        if rest.is_empty() {
+            record = Some(v.to_vec());
+            return true;
+        }
+        match std::str::from_utf8(rest)
+            .ok()
+            .and_then(|r| r.split_once('/'))
+            .and_then(|(l, to)| Some((Link::parse(l)?, to)))
+        {
+            Some((l, to)) => links.push((l, to.to_owned())),
+            None => bad = true,
+        }
+        !bad
+    })?;
+    if bad {
+        return Err(StoreError::Corrupt("link index key".into()));
+    }
+    Ok(Scanned { record, links })
 }
 
 /// `l/{tenant}/{from}/` of a link key `l/{tenant}/{from}/{link}/{to}`.
@@ -613,8 +697,9 @@ fn derived_ops(previous: Option<&StoredObject>, current: Option<&StoredObject>) 
 /// Index-layout version kept under `s/store/index_version`; [`KvStore::ensure_indexes`]
 /// rebuilds the derived indexes of data written by an older version (3: object values
 /// without the inline document; 4: relations keyed by their source id first; 5: school
-/// unit → enrolled persons and duties; 6: the EPPN index carries the person's value).
-const INDEX_VERSION: &[u8] = b"6";
+/// unit → enrolled persons and duties; 6: the EPPN index carries the person's value; 7:
+/// the person record next to the relations from the person instead).
+const INDEX_VERSION: &[u8] = b"7";
 const INDEX_VERSION_KEY: &[u8] = b"s/store/index_version";
 
 impl<B: Kv> KvStore<B> {
@@ -641,7 +726,6 @@ impl<B: Kv> KvStore<B> {
             Ok((o, inline)) => {
                 ops.extend(derived_ops(None, Some(&o)));
                 let mut rewrite = || -> Result<(), StoreError> {
-                    let eppns = person_indexes(Some(&o)).0;
                     // Version 1 value: move the document to its own key.
                     let value = if inline {
                         let value = encode_object(&o)?;
@@ -651,15 +735,18 @@ impl<B: Kv> KvStore<B> {
                             Some(o.raw.clone().into_bytes()),
                         ));
                         value
-                    } else if eppns.is_empty() {
-                        return Ok(());
                     } else {
                         v.to_vec()
                     };
-                    // Version 6: the EPPN index carries the person's value.
+                    if o.kind() != Kind::Person {
+                        return Ok(());
+                    }
+                    // Version 7: the person record next to its relations, and EPPN index
+                    // values that are the owner alone again (version 6 carried the value).
+                    ops.push((links_prefix(&o.tenant, &o.id), Some(value)));
                     let owner = format!("{}/{}", o.tenant, o.id);
-                    for (eppn, _) in eppns {
-                        ops.push((eppn_key(&eppn), Some(eppn_value(&owner, &value)?)));
+                    for (eppn, _) in person_indexes(Some(&o)).0 {
+                        ops.push((eppn_key(&eppn), Some(owner.clone().into_bytes())));
                     }
                     Ok(())
                 };
@@ -732,6 +819,11 @@ fn decode<T: serde::de::DeserializeOwned>(v: &[u8]) -> Result<T, StoreError> {
 
 /// Index values an object contributes: unique EPPNs (with their canonical path) and civic
 /// numbers.
+/// Whether a person model holds a (normalised) EPPN.
+fn person_holds(model: &ObjectModel, eppn: &str) -> bool {
+    matches!(&model.entity, Entity::Person(p) if p.eppns.iter().any(|e| e == eppn))
+}
+
 fn person_indexes(o: Option<&StoredObject>) -> (Vec<(String, String)>, Option<String>) {
     match o.map(|o| &o.entity) {
         Some(Entity::Person(p)) => (
@@ -800,17 +892,19 @@ impl<B: Kv> Store for KvStore<B> {
     }
 
     fn find_eppn_person(&self, eppn: &str) -> Result<Option<super::EppnPerson>, StoreError> {
-        let Some(v) = self.kv.get(&eppn_key(eppn))? else {
-            return Ok(None);
-        };
-        let (owner, object) = split_eppn_value(&v)?;
-        let (tenant, id) = parse_owner(owner, "eppn")?;
-        let model = match object {
-            Some(object) => Some(Arc::new(decode_model(object)?)),
-            // Written before index version 6 (and not rebuilt): the person's own key.
-            None => self.get_model(&tenant, Kind::Person, &id)?,
-        };
-        Ok(model.map(|m| (tenant, id, m)))
+        // The hint is confirmed by the record it points to: a person that holds the EPPN
+        // in this read is its owner, as EPPNs are unique in every committed state.
+        if let Some((tenant, id)) = self.hints.get(eppn) {
+            if let Some(found) = self.person_with_links(tenant, id)? {
+                if person_holds(&found.model, eppn) {
+                    return Ok(Some(found));
+                }
+            }
+        }
+        match self.find_eppn(eppn)? {
+            Some((tenant, id)) => self.person_with_links(tenant, id),
+            None => Ok(None),
+        }
     }
 
     fn find_civic_no(&self, tenant: &TenantId, civic_no: &str) -> Result<Vec<String>, StoreError> {
@@ -882,23 +976,9 @@ impl<B: Kv> Store for KvStore<B> {
     fn links_from(&self, tenant: &TenantId, from: &str) -> Result<Links, StoreError> {
         let prefix = links_prefix(tenant, from);
         let found = self.cached(prefix.clone(), |kv| {
-            let mut out = Vec::new();
-            let mut bad = false;
-            kv.scan(&prefix, &mut |k, _| {
-                let rest = String::from_utf8_lossy(&k[prefix.len()..]);
-                match rest
-                    .split_once('/')
-                    .and_then(|(l, to)| Some((Link::parse(l)?, to)))
-                {
-                    Some((l, to)) => out.push((l, to.to_owned())),
-                    None => bad = true,
-                }
-                !bad
-            })?;
-            if bad {
-                return Err(StoreError::Corrupt("link index key".into()));
-            }
-            Ok(Some(Cached::Links(Arc::new(out))))
+            Ok(Some(Cached::Links(Arc::new(
+                scan_links(kv, &prefix)?.links,
+            ))))
         })?;
         match found {
             Some(Cached::Links(l)) => Ok(l),

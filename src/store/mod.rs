@@ -10,6 +10,7 @@
 //! The returned [`Committed::durable`] resolves once a flush covering the batch is on disk
 //! (concurrent writers share flushes: group commit).
 
+pub mod eppn_hints;
 pub mod group_commit;
 pub mod kv;
 pub mod memory;
@@ -28,8 +29,15 @@ use serde::{Deserialize, Serialize};
 use crate::domain::jobs::{ItemResult, JobHeader, JobMark};
 use crate::domain::{DomainError, Kind, ObjectModel, Protocol, StoredObject, TenantId};
 
-/// A person found by EPPN: tenant, source id and model.
-pub type EppnPerson = (TenantId, String, std::sync::Arc<ObjectModel>);
+/// A person found by EPPN, with what a login reads next: the relations from the person.
+pub struct EppnPerson {
+    pub tenant: TenantId,
+    /// The person's source id.
+    pub id: String,
+    pub model: std::sync::Arc<ObjectModel>,
+    /// As [`Store::links_from`] the person would return.
+    pub links: Links,
+}
 
 /// Which ordered key-value engine persists the store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -420,8 +428,9 @@ pub trait Store: Send + Sync + 'static {
     /// The person holding a (normalised) EPPN, in any tenant.
     fn find_eppn(&self, eppn: &str) -> Result<Option<(TenantId, String)>, StoreError>;
 
-    /// The person holding a (normalised) EPPN with its model, as a login needs them
-    /// (the key-value store keeps the person's value in the EPPN index: one read).
+    /// The person holding a (normalised) EPPN with its model and the relations from it,
+    /// as a login needs them (the key-value store keeps a copy of the person's value next
+    /// to its relations and finds it through in-memory hints: usually one read).
     fn find_eppn_person(&self, eppn: &str) -> Result<Option<EppnPerson>, StoreError>;
 
     /// The persons of a tenant with this civic number.

@@ -711,67 +711,37 @@ impl<B: Kv> KvStore<B> {
         }
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         // Relations are rebuilt from the objects, so older layouts of them are dropped.
-        let mut stale: Vec<KvOp> = Vec::new();
-        self.kv.scan(b"l/", &mut |k, _| {
-            stale.push((k.to_vec(), None));
-            true
+        self.in_chunks(b"l/", |k, _, ops| {
+            ops.push((k.to_vec(), None));
+            Ok(())
         })?;
-        for chunk in stale.chunks(10_000) {
-            self.kv.apply(chunk.to_vec())?;
-        }
         self.models.clear();
-        let mut ops: Vec<KvOp> = Vec::new();
-        let mut err = None;
-        self.kv.scan(b"o/", &mut |k, v| match decode_object(v) {
-            Ok((o, inline)) => {
-                ops.extend(derived_ops(None, Some(&o)));
-                let mut rewrite = || -> Result<(), StoreError> {
-                    // Version 1 value: move the document to its own key.
-                    let value = if inline {
-                        let value = encode_object(&o)?;
-                        ops.push((k.to_vec(), Some(value.clone())));
-                        ops.push((
-                            raw_key(&o.tenant, o.kind(), &o.id),
-                            Some(o.raw.clone().into_bytes()),
-                        ));
-                        value
-                    } else {
-                        v.to_vec()
-                    };
-                    if o.kind() != Kind::Person {
-                        return Ok(());
-                    }
-                    // Version 7: the person record next to its relations, and EPPN index
-                    // values that are the owner alone again (version 6 carried the value).
-                    ops.push((links_prefix(&o.tenant, &o.id), Some(value)));
-                    let owner = format!("{}/{}", o.tenant, o.id);
-                    for (eppn, _) in person_indexes(Some(&o)).0 {
-                        ops.push((eppn_key(&eppn), Some(owner.clone().into_bytes())));
-                    }
-                    Ok(())
-                };
-                match rewrite() {
-                    Ok(()) => true,
-                    Err(e) => {
-                        err = Some(e);
-                        false
-                    }
+        self.in_chunks(b"o/", |k, v, ops| {
+            let (o, inline) = decode_object(v)?;
+            ops.extend(derived_ops(None, Some(&o)));
+            // Version 1 value: move the document to its own key.
+            let value = if inline {
+                let value = encode_object(&o)?;
+                ops.push((k.to_vec(), Some(value.clone())));
+                ops.push((
+                    raw_key(&o.tenant, o.kind(), &o.id),
+                    Some(o.raw.clone().into_bytes()),
+                ));
+                value
+            } else {
+                v.to_vec()
+            };
+            if o.kind() == Kind::Person {
+                // Version 7: the person record next to its relations, and EPPN index
+                // values that are the owner alone again (version 6 carried the value).
+                ops.push((links_prefix(&o.tenant, &o.id), Some(value)));
+                let owner = format!("{}/{}", o.tenant, o.id);
+                for (eppn, _) in person_indexes(Some(&o)).0 {
+                    ops.push((eppn_key(&eppn), Some(owner.clone().into_bytes())));
                 }
             }
-            Err(e) => {
-                err = Some(e);
-                false
-            }
+            Ok(())
         })?;
-        if let Some(e) = err {
-            return Err(e);
-        }
-        let mut rest = ops;
-        while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(10_000));
-            self.kv.apply(rest)?;
-            rest = tail;
-        }
         self.kv.apply(vec![(
             INDEX_VERSION_KEY.to_vec(),
             Some(INDEX_VERSION.to_vec()),
@@ -780,6 +750,51 @@ impl<B: Kv> KvStore<B> {
         self.kv.flush()
     }
 }
+
+impl<B: Kv> KvStore<B> {
+    /// Calls `f` for every entry under `prefix` and applies the operations it collects
+    /// every [`REBUILD_CHUNK`] entries, resuming the scan after the last entry seen: a
+    /// rebuild of a million objects holds one chunk in memory, not all of them.
+    fn in_chunks(
+        &self,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8], &mut Vec<KvOp>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let (mut ops, mut seen, mut last, mut err) = (Vec::new(), 0usize, None, None);
+            let mut each = |k: &[u8], v: &[u8]| {
+                if let Err(e) = f(k, v, &mut ops) {
+                    err = Some(e);
+                    return false;
+                }
+                seen += 1;
+                last = Some(k.to_vec());
+                seen < REBUILD_CHUNK
+            };
+            match &after {
+                None => self.kv.scan(prefix, &mut each)?,
+                Some(a) => self.kv.scan_after(prefix, a, &mut each)?,
+            }
+            if let Some(e) = err {
+                return Err(e);
+            }
+            if !ops.is_empty() {
+                self.kv.apply(ops)?;
+            }
+            if seen < REBUILD_CHUNK {
+                return Ok(());
+            }
+            after = last;
+        }
+    }
+}
+
+/// Entries a rebuild handles per applied batch (tests cross chunk boundaries).
+#[cfg(not(test))]
+const REBUILD_CHUNK: usize = 10_000;
+#[cfg(test)]
+const REBUILD_CHUNK: usize = 2;
 
 /// The object value: version byte + JSON without `raw` (which goes under `r/`).
 fn encode_object(o: &StoredObject) -> Result<Vec<u8>, StoreError> {

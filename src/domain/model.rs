@@ -394,9 +394,24 @@ const GATEWAY_ID_NAMESPACE: uuid::Uuid = uuid::uuid!("3f6c2b1e-5a0d-4c8e-9b7f-2d
 /// The gateway's own id of an object: a UUIDv5 over tenant, kind and source id. It is
 /// stable across re-provisioning of the same source id and never equals the school owner's
 /// source UUID, so two school owners using the same source id get different gateway ids.
+///
+/// Computed as UUIDv5 is defined (SHA-1 over namespace and name, version and variant
+/// set), with the `sha1` crate: it uses the CPU's SHA instructions where present, where
+/// `uuid`'s own v5 hashes in portable code. A login computes several (2% of its time at a
+/// million persons before).
 pub fn gateway_id(tenant: &TenantId, kind: Kind, id: &str) -> uuid::Uuid {
-    let name = [tenant.as_str(), kind.as_str(), id].join("/");
-    uuid::Uuid::new_v5(&GATEWAY_ID_NAMESPACE, name.as_bytes())
+    use sha1::{Digest, Sha1};
+    let digest = Sha1::new()
+        .chain_update(GATEWAY_ID_NAMESPACE.as_bytes())
+        .chain_update(tenant.as_str())
+        .chain_update("/")
+        .chain_update(kind.as_str())
+        .chain_update("/")
+        .chain_update(id)
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_sha1_bytes(bytes).into_uuid()
 }
 
 impl Kind {
@@ -424,5 +439,18 @@ mod gateway_id_tests {
             gateway_id(&t, Kind::Group, "g1").to_string(),
             "d185550e-8898-57fd-8fa8-3524a710475a"
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn gateway_ids_are_uuid_v5_of_the_name(id in "[a-z0-9åäö/-]{0,40}", k in 0usize..Kind::ALL.len()) {
+            let t = TenantId::parse("kommunen").unwrap();
+            let kind = Kind::ALL[k];
+            let name = format!("kommunen/{}/{id}", kind.as_str());
+            proptest::prop_assert_eq!(
+                gateway_id(&t, kind, &id),
+                uuid::Uuid::new_v5(&GATEWAY_ID_NAMESPACE, name.as_bytes())
+            );
+        }
     }
 }

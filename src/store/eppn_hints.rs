@@ -98,7 +98,7 @@ impl EppnHints {
         let hash = self.hasher.hash_one(eppn);
         let (tenant, id) = {
             let shard = self.shard(hash).read().unwrap_or_else(|p| p.into_inner());
-            let i = shard.binary_search_by_key(&hash, |e| e.hash).ok()?;
+            let i = position(&shard, hash).ok()?;
             (shard[i].tenant, shard[i].id)
         };
         let tenants = self.tenants.read().unwrap_or_else(|p| p.into_inner());
@@ -116,7 +116,7 @@ impl EppnHints {
             _ => None,
         };
         let mut shard = self.shard(hash).write().unwrap_or_else(|p| p.into_inner());
-        match (shard.binary_search_by_key(&hash, |e| e.hash), packed) {
+        match (position(&shard, hash), packed) {
             (Ok(i), Some(e)) => shard[i] = e,
             (Ok(i), None) => {
                 shard.remove(i);
@@ -141,7 +141,7 @@ impl EppnHints {
             tenants.numbers.get(tenant).copied()
         };
         let mut shard = self.shard(hash).write().unwrap_or_else(|p| p.into_inner());
-        if let Ok(i) = shard.binary_search_by_key(&hash, |e| e.hash) {
+        if let Ok(i) = position(&shard, hash) {
             let e = shard[i];
             if Some(e.tenant) == number && Some(e.id) == uuid_bytes(id) {
                 shard.remove(i);
@@ -186,6 +186,29 @@ impl EppnHints {
         t.ids.push(tenant.clone());
         t.numbers.insert(tenant.clone(), n);
         Some(n)
+    }
+}
+
+/// Where `hash` is (or would go) in a shard, as `binary_search` answers. Hashes are
+/// uniform, so the entry is near where its value says (a shard of 250 holds it within a
+/// few places): that window is searched first, which touches two or three cache lines
+/// of a table that is never in the CPU's cache instead of eight.
+fn position(shard: &[Entry], hash: u64) -> Result<usize, usize> {
+    const WINDOW: usize = 8;
+    let within = u128::from(hash << SHARD_BITS);
+    let guess = usize::try_from((within * shard.len() as u128) >> 64).unwrap_or(0);
+    let lo = guess.saturating_sub(WINDOW);
+    let hi = (guess + WINDOW).min(shard.len());
+    let bracketed = lo < hi
+        && (lo == 0 || { shard[lo - 1].hash } < hash)
+        && (hi == shard.len() || hash < { shard[hi].hash });
+    if bracketed {
+        shard[lo..hi]
+            .binary_search_by_key(&hash, |e| e.hash)
+            .map(|i| lo + i)
+            .map_err(|i| lo + i)
+    } else {
+        shard.binary_search_by_key(&hash, |e| e.hash)
     }
 }
 
@@ -295,7 +318,43 @@ mod tests {
         assert_eq!(h.len(), 10_000);
     }
 
+    fn entries(hashes: &[u64]) -> Vec<Entry> {
+        hashes
+            .iter()
+            .map(|&hash| Entry {
+                hash,
+                tenant: 0,
+                id: [0; 16],
+            })
+            .collect()
+    }
+
     proptest! {
+        #[test]
+        fn position_answers_as_binary_search(mut hashes in proptest::collection::vec(any::<u64>(), 0..400), probe in any::<u64>(), pick in any::<prop::sample::Index>()) {
+            hashes.sort_unstable();
+            hashes.dedup();
+            let shard = entries(&hashes);
+            let want = |h: u64| shard.binary_search_by_key(&h, |e| e.hash);
+            prop_assert_eq!(position(&shard, probe), want(probe));
+            if !hashes.is_empty() {
+                let h = hashes[pick.index(hashes.len())];
+                prop_assert_eq!(position(&shard, h), want(h));
+            }
+        }
+
+        #[test]
+        fn position_answers_as_binary_search_within_one_shard(mut low in proptest::collection::vec(0u64..(1 << 52), 0..400), probe in 0u64..(1 << 52), top in 0u64..4096) {
+            // Hashes of one shard share their top bits, which position() relies on.
+            let hashes: Vec<u64> = { low.sort_unstable(); low.dedup(); low.iter().map(|l| (top << 52) | l).collect() };
+            let shard = entries(&hashes);
+            let probe = (top << 52) | probe;
+            prop_assert_eq!(position(&shard, probe), shard.binary_search_by_key(&probe, |e| e.hash));
+            for &h in &hashes {
+                prop_assert_eq!(position(&shard, h), Ok(shard.binary_search_by_key(&h, |e| e.hash).unwrap()));
+            }
+        }
+
         #[test]
         fn hints_agree_with_a_plain_map(ops in proptest::collection::vec((0u8..20, 0u8..3, 0u8..4, any::<bool>()), 1..200)) {
             let h = EppnHints::default();

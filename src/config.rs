@@ -774,7 +774,7 @@ api_keys = ["sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527
         };
         assert_eq!(caches(""), (256, 32));
         assert_eq!(caches("engine = \"sled\""), (256, 32));
-        assert_eq!(caches("engine = \"redb\""), (64, 320));
+        assert_eq!(caches("engine = \"redb\""), (32, 320));
         assert_eq!(
             caches("engine = \"redb\"\ncache_mb = 300\nmodel_cache_mb = 0"),
             (300, 0)

@@ -35,7 +35,7 @@ pub const FILE_NAME: &str = "skolgrind.redb";
 
 /// redb's page cache when nothing else is configured (see
 /// [`super::StoreEngine::default_cache_bytes`]).
-pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// The decoded-object cache in front of redb when nothing else is configured.
 pub const DEFAULT_MODEL_CACHE_BYTES: u64 = 320 * 1024 * 1024;

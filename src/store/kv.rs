@@ -165,7 +165,7 @@ impl<B: Kv> KvStore<B> {
         Ok(s)
     }
 
-    /// Fills the EPPN hints from the `e/` index (a million entries take about a second).
+    /// Fills the EPPN hints from the `e/` index.
     pub fn load_hints(&self) -> Result<(), StoreError> {
         self.hints.rebuild(|set| {
             let mut err = None;
@@ -749,9 +749,7 @@ impl<B: Kv> KvStore<B> {
         self.models.clear();
         self.kv.flush()
     }
-}
 
-impl<B: Kv> KvStore<B> {
     /// Calls `f` for every entry under `prefix` and applies the operations it collects
     /// every [`REBUILD_CHUNK`] entries, resuming the scan after the last entry seen: a
     /// rebuild of a million objects holds one chunk in memory, not all of them.

@@ -5,7 +5,7 @@
 //! cargo bench --bench skolgrind-bench -- egil [--pupils N] [--staff N] [--groups N]
 //!     [--activities N] [--connections N] [--baseline-seconds S] [--quick]
 //! cargo bench --bench skolgrind-bench -- login [--persons N] [--tenants N]
-//!     [--connections N] [--seconds S] [--rounds N] [--cold] [--cache-mb M] [--model-cache-mb M]
+//!     [--connections N] [--seconds S] [--rounds N] [--cold] [--no-warm-up] [--cache-mb M] [--model-cache-mb M]
 //!     [--engine sled|redb] [--data DIR] [--quick]
 //! cargo bench --bench skolgrind-bench -- flood [--seconds S] [--quota N]
 //! ```
@@ -1400,7 +1400,8 @@ mod ss12000 {
 /// chosen engine (sled unless `--engine redb`) through `Store::write`, the same path and
 /// indexes as provisioning, waiting for durability once per chunk. The store files are
 /// read once into the OS page cache (unless `--cold`), then a server process opens the
-/// store with the engine's default caches (unless `--cache-mb`/`--model-cache-mb`) and
+/// store with the engine's default caches (unless `--cache-mb`/`--model-cache-mb`),
+/// warms its read cache as `skolgrind serve` does at start (unless `--no-warm-up`), and
 /// 64 connections resolve random EPPNs through `POST /login/v1/resolve` for a fixed time.
 /// The same clients then send the same request to a hello-world actix handler for the
 /// same time; the ratio compares the two (`--rounds N` alternates them N times). RSS is
@@ -1416,7 +1417,7 @@ mod login_storm {
     use skolgrind::store::{Decision, Store, WriteEvent};
 
     const USAGE: &str = "usage: cargo bench --bench skolgrind-bench -- login [--persons N] \
-[--tenants N] [--connections N] [--seconds S] [--rounds N] [--cold] [--cache-mb M] [--model-cache-mb M] [--engine sled|redb] \
+[--tenants N] [--connections N] [--seconds S] [--rounds N] [--cold] [--no-warm-up] [--cache-mb M] [--model-cache-mb M] [--engine sled|redb] \
 [--data DIR] [--quick]";
     const PRODUCT_KEY: &str = "bench-product-key";
     const CHUNK: usize = 20_000;
@@ -1430,6 +1431,8 @@ mod login_storm {
         rounds: usize,
         /// Do not read the store files into the OS page cache before serving.
         cold: bool,
+        /// Start the storm without the server's read-cache warm-up.
+        no_warm_up: bool,
         cache_mb: u64,
         model_cache_mb: u64,
         engine: skolgrind::store::StoreEngine,
@@ -1448,6 +1451,7 @@ mod login_storm {
             seconds: 10.0,
             rounds: 1,
             cold: false,
+            no_warm_up: false,
             // 0 until parsed: then the engine's defaults unless given.
             cache_mb: 0,
             model_cache_mb: 0,
@@ -1467,6 +1471,7 @@ mod login_storm {
                 "--connections" => o.connections = count(&arg, &value()?)?,
                 "--rounds" => o.rounds = count(&arg, &value()?)?,
                 "--cold" => o.cold = true,
+                "--no-warm-up" => o.no_warm_up = true,
                 "--cache-mb" => o.cache_mb = count(&arg, &value()?)? as u64,
                 "--model-cache-mb" => o.model_cache_mb = count(&arg, &value()?)? as u64,
                 "--serve" => o.serve = Some(value()?.into()),
@@ -1912,12 +1917,25 @@ mod login_storm {
         );
         let cfg = runtime_config(dir, o.tenants);
         let state = skolgrind::app::state_with_store(&cfg, store).unwrap();
+        // What `skolgrind serve` does on a thread of its own at start, here before the
+        // storm: a server that has been up for that long.
+        if !o.no_warm_up {
+            let started = Instant::now();
+            let tenants: Vec<_> = cfg.tenants.iter().map(|t| t.id.clone()).collect();
+            skolgrind::app::warm_cache(&**state.provisioning.store(), &tenants);
+            let (rss, _) = rss_mb();
+            println!(
+                "  read cache warmed at start in {:.1} s: RSS {rss:.0} MB",
+                started.elapsed().as_secs_f64()
+            );
+        }
         // The domain's share: resolves called in-process on one thread, no HTTP.
         {
             use rand::{Rng, SeedableRng};
             let n = 20_000;
-            // The same 20,000 lookups twice: first on a cold store, then again with
-            // whatever the caches kept (the shared groups and activities, not persons).
+            // The same 20,000 lookups twice: first with persons not read yet, then again
+            // with whatever the caches kept (the shared groups and activities, not
+            // persons).
             let pass = || {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(99);
                 let start = Instant::now();
@@ -2035,6 +2053,7 @@ mod login_storm {
                     "--engine".into(),
                     o.engine.as_str().into(),
                 ])
+                .args(o.no_warm_up.then_some("--no-warm-up"))
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .spawn()

@@ -742,94 +742,178 @@ async fn models(s: &dyn Store) {
 /// A reader that read an object just before a write and fills the cache just after it
 /// must not leave the old model behind: the engine below pauses the reader between its
 /// read and its cache insert while the write happens.
-#[tokio::test]
-async fn model_cache_never_keeps_a_stale_model() {
-    use super::kv::{Kv, KvOp, KvStore};
-    use super::memory::MemoryKv;
-    use std::sync::mpsc::{channel, Receiver, Sender};
+/// A key-value engine whose reads on one thread, of keys (or scan prefixes) under one
+/// prefix, can be paused once after the read: `gate` = (thread, prefix, "read" sender,
+/// "go on" receiver).
+mod gated {
+    use super::super::kv::{Kv, KvOp};
+    use super::super::memory::MemoryKv;
+    use std::sync::mpsc::{Receiver, Sender};
     use std::sync::Mutex;
 
-    type Gate = (std::thread::ThreadId, Sender<()>, Receiver<()>);
+    pub type Gate = (std::thread::ThreadId, Vec<u8>, Sender<()>, Receiver<()>);
+
     #[derive(Default)]
-    struct GatedKv {
+    pub struct GatedKv {
         inner: MemoryKv,
-        gate: Mutex<Option<Gate>>,
+        pub gate: Mutex<Option<Gate>>,
     }
-    impl Kv for GatedKv {
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, super::StoreError> {
-            let v = self.inner.get(key);
+
+    impl GatedKv {
+        fn pause(&self, key: &[u8]) {
             let mut gate = self.gate.lock().unwrap();
             if gate
                 .as_ref()
-                .is_some_and(|g| g.0 == std::thread::current().id())
+                .is_some_and(|g| g.0 == std::thread::current().id() && key.starts_with(&g.1))
             {
-                let (_, read, go) = gate.take().unwrap();
+                let (_, _, read, go) = gate.take().unwrap();
                 drop(gate);
                 read.send(()).unwrap();
                 go.recv().unwrap();
             }
+        }
+
+        /// Reads the whole scan first, pauses, then hands it on.
+        fn gated_scan(
+            &self,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+        ) -> Result<(), super::super::StoreError> {
+            let mut read = Vec::new();
+            let mut all = |k: &[u8], v: &[u8]| {
+                read.push((k.to_vec(), v.to_vec()));
+                true
+            };
+            match after {
+                None => self.inner.scan(prefix, &mut all)?,
+                Some(a) => self.inner.scan_after(prefix, a, &mut all)?,
+            }
+            self.pause(prefix);
+            for (k, v) in read {
+                if !f(&k, &v) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    impl Kv for GatedKv {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, super::super::StoreError> {
+            let v = self.inner.get(key);
+            self.pause(key);
             v
         }
         fn scan(
             &self,
             prefix: &[u8],
             f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-        ) -> Result<(), super::StoreError> {
-            self.inner.scan(prefix, f)
+        ) -> Result<(), super::super::StoreError> {
+            self.gated_scan(prefix, None, f)
         }
         fn scan_after(
             &self,
             prefix: &[u8],
             after: &[u8],
             f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-        ) -> Result<(), super::StoreError> {
-            self.inner.scan_after(prefix, after, f)
+        ) -> Result<(), super::super::StoreError> {
+            self.gated_scan(prefix, Some(after), f)
         }
-        fn apply(&self, ops: Vec<KvOp>) -> Result<(), super::StoreError> {
+        fn apply(&self, ops: Vec<KvOp>) -> Result<(), super::super::StoreError> {
             self.inner.apply(ops)
         }
-        fn next_seq(&self) -> Result<u64, super::StoreError> {
+        fn next_seq(&self) -> Result<u64, super::super::StoreError> {
             self.inner.next_seq()
         }
-        fn durable(&self) -> super::Durable {
+        fn durable(&self) -> super::super::Durable {
             self.inner.durable()
         }
-        fn flush(&self) -> Result<(), super::StoreError> {
+        fn flush(&self) -> Result<(), super::super::StoreError> {
             self.inner.flush()
         }
     }
+}
 
-    let s = Arc::new(KvStore::new(GatedKv::default()));
-    let a = t("a");
-    // A group: the cache keeps shared objects (not persons, see `Cached::shared`).
-    let named = |n: &str| {
-        let mut g = group(&a, "g1", &["p1"]);
-        if let Entity::Group(x) = &mut g.entity {
-            x.display_name = n.into();
-        }
-        g
-    };
-    put(&*s, named("old")).await.unwrap();
+fn named_group(a: &TenantId, name: &str) -> StoredObject {
+    let mut g = group(a, "g1", &["p1"]);
+    if let Entity::Group(x) = &mut g.entity {
+        x.display_name = name.into();
+    }
+    g
+}
+
+/// Runs `read` on a thread whose read under `prefix` pauses while `named_group("new")`
+/// is written; returns what `read` returned.
+async fn write_during_read<T: Send + 'static>(
+    s: &Arc<super::kv::KvStore<gated::GatedKv>>,
+    a: &TenantId,
+    prefix: &[u8],
+    read: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    use std::sync::mpsc::channel;
     let (read_tx, read_rx) = channel();
     let (go_tx, go_rx) = channel();
     let (start_tx, start_rx) = channel::<()>();
-    let reader = {
-        let (s, a) = (s.clone(), a.clone());
-        std::thread::spawn(move || {
-            start_rx.recv().unwrap();
-            s.get_model(&a, Kind::Group, "g1").unwrap()
-        })
-    };
-    *s.engine().gate.lock().unwrap() = Some((reader.thread().id(), read_tx, go_rx));
+    let reader = std::thread::spawn(move || {
+        start_rx.recv().unwrap();
+        read()
+    });
+    *s.engine().gate.lock().unwrap() =
+        Some((reader.thread().id(), prefix.to_vec(), read_tx, go_rx));
     start_tx.send(()).unwrap();
     read_rx.recv().unwrap();
     // The reader holds the old value; the write lands before it fills the cache.
-    put(&*s, named("new")).await.unwrap();
+    put(&**s, named_group(a, "new")).await.unwrap();
     go_tx.send(()).unwrap();
-    let seen = reader.join().unwrap().unwrap();
+    reader.join().unwrap()
+}
+
+#[tokio::test]
+async fn model_cache_never_keeps_a_stale_model() {
+    let s = Arc::new(super::kv::KvStore::new(gated::GatedKv::default()));
+    let a = t("a");
+    // A group: the cache keeps shared objects (not persons, see `Cached::shared`).
+    put(&*s, named_group(&a, "old")).await.unwrap();
+    let reader = {
+        let (s, a) = (s.clone(), a.clone());
+        move || s.get_model(&a, Kind::Group, "g1").unwrap()
+    };
+    let seen = write_during_read(&s, &a, b"o/a/group/", reader)
+        .await
+        .unwrap();
     assert!(matches!(&seen.entity, Entity::Group(g) if g.display_name == "old"));
     let m = s.get_model(&a, Kind::Group, "g1").unwrap().unwrap();
     assert!(matches!(&m.entity, Entity::Group(g) if g.display_name == "new"));
+}
+
+/// The warm-up reads shared objects into the cache, not persons, and a write that lands
+/// between its read and its insert leaves no stale entry.
+#[tokio::test]
+async fn cache_warm_up_fills_shared_objects_and_never_keeps_a_stale_one() {
+    let s = Arc::new(super::kv::KvStore::new(gated::GatedKv::default()));
+    let a = t("a");
+    put(&*s, named_group(&a, "old")).await.unwrap();
+    put(&*s, activity(&a, "act1", &["g1"], &["d1"]))
+        .await
+        .unwrap();
+    put(&*s, duty(&a, "d1", "p7")).await.unwrap();
+    put(&*s, person(&a, "p7", "p7@k.se", None)).await.unwrap();
+    let warmer = {
+        let (s, a) = (s.clone(), a.clone());
+        move || s.warm_cache(&a).unwrap()
+    };
+    // The group's entry is dropped again; the activity and duty are cached.
+    assert_eq!(write_during_read(&s, &a, b"o/a/group/", warmer).await, 2);
+    let m = s.get_model(&a, Kind::Group, "g1").unwrap().unwrap();
+    assert!(matches!(&m.entity, Entity::Group(g) if g.display_name == "new"));
+    // A second warm-up adds the group (now read after the write) and nothing else.
+    assert_eq!(
+        s.warm_cache(&a).unwrap(),
+        0,
+        "the read above cached the group"
+    );
+    assert_eq!(s.cached_models(), 3, "group, activity and duty; no person");
 }
 
 /// Values of format version 1 held the document inline; opening such a store moves it to

@@ -321,6 +321,62 @@ impl<B: Kv> KvStore<B> {
             .collect()
     }
 
+    /// Reads a tenant's shared objects (school units, groups, activities, duties) and the
+    /// relations from groups and duties into the decoded-object cache, as logins would,
+    /// until the cache is nine tenths full. Returns how many objects it added.
+    ///
+    /// A write that lands while a batch is being cached bumps the generation: the entry
+    /// just inserted is dropped again and the scan resumes before it, so no entry older
+    /// than the stored object stays (the rule of [`KvStore::cached`]).
+    fn warm(&self, tenant: &TenantId) -> Result<usize, StoreError> {
+        const BATCH: usize = 1_000;
+        let full = || self.models.weight() >= self.models.capacity() / 10 * 9;
+        let mut added = 0;
+        for kind in [Kind::OrgUnit, Kind::Group, Kind::Activity, Kind::Duty] {
+            let prefix = object_prefix(tenant, kind);
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                if full() {
+                    return Ok(added);
+                }
+                let before = self.generation.load(Ordering::SeqCst);
+                let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+                let mut take = |k: &[u8], v: &[u8]| {
+                    batch.push((k.to_vec(), v.to_vec()));
+                    batch.len() < BATCH
+                };
+                match &after {
+                    None => self.kv.scan(&prefix, &mut take)?,
+                    Some(a) => self.kv.scan_after(&prefix, a, &mut take)?,
+                }
+                let last_batch = batch.len() < BATCH;
+                for (k, v) in batch {
+                    if !self.models.contains_key(k.as_slice()) {
+                        let model = Cached::Model(Arc::new(decode_model(&v)?), v.len());
+                        self.models.insert(k.clone(), model);
+                        if self.generation.load(Ordering::SeqCst) != before {
+                            // Read before a write that may have dropped it: left to the
+                            // logins, and the rest of the batch is read again.
+                            self.models.remove(k.as_slice());
+                            after = Some(k);
+                            break;
+                        }
+                        added += 1;
+                    }
+                    let id = String::from_utf8_lossy(&k[prefix.len()..]);
+                    if matches!(kind, Kind::Group | Kind::Duty) {
+                        self.links_from(tenant, &id)?;
+                    }
+                    after = Some(k);
+                }
+                if last_batch && self.generation.load(Ordering::SeqCst) == before {
+                    break;
+                }
+            }
+        }
+        Ok(added)
+    }
+
     /// A person with the relations from it, from one scan of its record and relations.
     fn person_with_links(
         &self,
@@ -342,6 +398,15 @@ impl<B: Kv> KvStore<B> {
             model,
             links: Arc::new(links),
         }))
+    }
+
+    /// Decoded objects in the read cache (relation lists not counted).
+    #[cfg(test)]
+    pub(crate) fn cached_models(&self) -> usize {
+        self.models
+            .iter()
+            .filter(|(_, v)| matches!(v, Cached::Model(..)))
+            .count()
     }
 
     #[cfg(test)]
@@ -895,6 +960,10 @@ impl<B: Kv> Store for KvStore<B> {
     ) -> Result<Vec<StoredObject>, StoreError> {
         let prefix = object_prefix(tenant, kind);
         self.collect_objects(&prefix, None, offset, limit)
+    }
+
+    fn warm_cache(&self, tenant: &TenantId) -> Result<usize, StoreError> {
+        self.warm(tenant)
     }
 
     fn find_eppn(&self, eppn: &str) -> Result<Option<(TenantId, String)>, StoreError> {

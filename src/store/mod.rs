@@ -425,6 +425,12 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<StoredObject>, StoreError>;
 
+    /// Fills the read cache with a tenant's objects that many logins share (school units,
+    /// groups, activities, duties and the relations from groups and duties) while it has
+    /// room; returns how many objects it added. Run at start, so that the first logins
+    /// after a restart find them cached.
+    fn warm_cache(&self, tenant: &TenantId) -> Result<usize, StoreError>;
+
     /// The person holding a (normalised) EPPN, in any tenant.
     fn find_eppn(&self, eppn: &str) -> Result<Option<(TenantId, String)>, StoreError>;
 

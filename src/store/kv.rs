@@ -326,8 +326,9 @@ impl<B: Kv> KvStore<B> {
     /// until the cache is nine tenths full. Returns how many objects it added.
     ///
     /// A write that lands while a batch is being cached bumps the generation: the entry
-    /// just inserted is dropped again and the scan resumes before it, so no entry older
-    /// than the stored object stays (the rule of [`KvStore::cached`]).
+    /// just inserted is dropped again (left to the logins) and the scan resumes after it,
+    /// reading the rest anew, so no entry older than the stored object stays (the rule of
+    /// [`KvStore::cached`]).
     fn warm(&self, tenant: &TenantId) -> Result<usize, StoreError> {
         const BATCH: usize = 1_000;
         let full = || self.models.weight() >= self.models.capacity() / 10 * 9;

@@ -17,7 +17,9 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
+
+use arc_swap::ArcSwap;
 
 use crate::domain::TenantId;
 
@@ -34,19 +36,16 @@ struct Entry {
     id: [u8; 16],
 }
 
-/// Tenant ids by number and back; numbers are never reused while the process runs.
-#[derive(Default)]
-struct Tenants {
-    ids: Vec<TenantId>,
-    numbers: HashMap<TenantId, u16>,
-}
-
 pub struct EppnHints {
     /// Keyed per process, so nobody can choose EPPNs that collide on purpose.
     hasher: RandomState,
     /// Each sorted by hash.
     shards: Box<[RwLock<Vec<Entry>>]>,
-    tenants: RwLock<Tenants>,
+    /// Tenant ids by number, read by every login without a lock that both cores would
+    /// write to; numbers are never reused while the process runs.
+    tenant_ids: ArcSwap<Vec<TenantId>>,
+    /// Numbers by tenant id, for writers (who add tenants to `tenant_ids`).
+    tenant_numbers: Mutex<HashMap<TenantId, u16>>,
 }
 
 impl Default for EppnHints {
@@ -56,7 +55,8 @@ impl Default for EppnHints {
             shards: (0..1usize << SHARD_BITS)
                 .map(|_| RwLock::default())
                 .collect(),
-            tenants: RwLock::default(),
+            tenant_ids: ArcSwap::default(),
+            tenant_numbers: Mutex::default(),
         }
     }
 }
@@ -74,12 +74,7 @@ impl EppnHints {
         fill: impl FnOnce(&mut dyn FnMut(&str, &TenantId, &str)) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut all = Vec::new();
-        fill(&mut |eppn, tenant, id| {
-            let hash = self.hasher.hash_one(eppn);
-            if let (Some(id), Some(tenant)) = (uuid_bytes(id), self.tenant_number(tenant)) {
-                all.push(Entry { hash, tenant, id });
-            }
-        })?;
+        fill(&mut |eppn, tenant, id| all.extend(self.entry(eppn, tenant, id).1))?;
         all.sort_unstable_by_key(|e| e.hash);
         // Two EPPNs with one hash (about never): one keeps the hint, the other is found
         // through the index.
@@ -102,8 +97,7 @@ impl EppnHints {
             let i = position(&shard, hash).ok()?;
             (shard[i].tenant, shard[i].id)
         };
-        let tenants = self.tenants.read().unwrap_or_else(|p| p.into_inner());
-        let tenant = tenants.ids.get(usize::from(tenant))?.clone();
+        let tenant = self.tenant_ids.load().get(usize::from(tenant))?.clone();
         let id = uuid::Uuid::from_bytes(id).hyphenated().to_string();
         Some((tenant, id))
     }
@@ -111,11 +105,7 @@ impl EppnHints {
     /// Records that `eppn` belongs to `tenant`/`id`. An id that is not a lower-case
     /// hyphenated UUID cannot be kept in 16 bytes: any hint for the EPPN is dropped.
     pub fn set(&self, eppn: &str, tenant: &TenantId, id: &str) {
-        let hash = self.hasher.hash_one(eppn);
-        let packed = match (uuid_bytes(id), self.tenant_number(tenant)) {
-            (Some(id), Some(tenant)) => Some(Entry { hash, tenant, id }),
-            _ => None,
-        };
+        let (hash, packed) = self.entry(eppn, tenant, id);
         let mut shard = self.shard(hash).write().unwrap_or_else(|p| p.into_inner());
         match (position(&shard, hash), packed) {
             (Ok(i), Some(e)) => shard[i] = e,
@@ -137,10 +127,7 @@ impl EppnHints {
     /// write has since pointed elsewhere stays).
     pub fn remove(&self, eppn: &str, tenant: &TenantId, id: &str) {
         let hash = self.hasher.hash_one(eppn);
-        let number = {
-            let tenants = self.tenants.read().unwrap_or_else(|p| p.into_inner());
-            tenants.numbers.get(tenant).copied()
-        };
+        let number = self.numbers().get(tenant).copied();
         let mut shard = self.shard(hash).write().unwrap_or_else(|p| p.into_inner());
         if let Ok(i) = position(&shard, hash) {
             let e = shard[i];
@@ -172,23 +159,34 @@ impl EppnHints {
         }
     }
 
-    fn tenant_number(&self, tenant: &TenantId) -> Option<u16> {
-        if let Some(n) = self
-            .tenants
-            .read()
+    /// The EPPN's hash, and the hint for it unless the id is not a stored UUID (or there
+    /// are more tenants than numbers).
+    fn entry(&self, eppn: &str, tenant: &TenantId, id: &str) -> (u64, Option<Entry>) {
+        let hash = self.hasher.hash_one(eppn);
+        let entry = match (uuid_bytes(id), self.tenant_number(tenant)) {
+            (Some(id), Some(tenant)) => Some(Entry { hash, tenant, id }),
+            _ => None,
+        };
+        (hash, entry)
+    }
+
+    fn numbers(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, u16>> {
+        self.tenant_numbers
+            .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .numbers
-            .get(tenant)
-        {
+    }
+
+    fn tenant_number(&self, tenant: &TenantId) -> Option<u16> {
+        let mut numbers = self.numbers();
+        if let Some(n) = numbers.get(tenant) {
             return Some(*n);
         }
-        let mut t = self.tenants.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = t.numbers.get(tenant) {
-            return Some(*n);
-        }
-        let n = u16::try_from(t.ids.len()).ok()?;
-        t.ids.push(tenant.clone());
-        t.numbers.insert(tenant.clone(), n);
+        let n = u16::try_from(numbers.len()).ok()?;
+        // Published before any hint can carry the number.
+        let mut ids = Vec::clone(&self.tenant_ids.load());
+        ids.push(tenant.clone());
+        self.tenant_ids.store(Arc::new(ids));
+        numbers.insert(tenant.clone(), n);
         Some(n)
     }
 }

@@ -166,7 +166,7 @@ impl<B: Kv> KvStore<B> {
     }
 
     /// Fills the EPPN hints from the `e/` index.
-    pub fn load_hints(&self) -> Result<(), StoreError> {
+    fn load_hints(&self) -> Result<(), StoreError> {
         self.hints.rebuild(|set| {
             let mut err = None;
             self.kv.scan(b"e/", &mut |k, v| {
@@ -364,8 +364,8 @@ impl<B: Kv> KvStore<B> {
                         }
                         added += 1;
                     }
-                    let id = String::from_utf8_lossy(&k[prefix.len()..]);
                     if matches!(kind, Kind::Group | Kind::Duty) {
+                        let id = String::from_utf8_lossy(&k[prefix.len()..]);
                         self.links_from(tenant, &id)?;
                     }
                     after = Some(k);

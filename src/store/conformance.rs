@@ -1043,6 +1043,26 @@ async fn opening_a_store_fills_the_eppn_hints() {
     assert_eq!(s.find_eppn_person("z@k.se").unwrap().unwrap().id, "elev-17");
 }
 
+/// A stored value that does not decode is reported without quoting it: store errors are
+/// logged, and serde_json's own message would carry the EPPN below.
+#[test]
+fn undecodable_values_are_reported_without_their_content() {
+    use super::kv::Kv;
+    let s = super::memory::MemoryStore::in_memory();
+    let mut v = vec![2u8];
+    v.extend_from_slice(
+        br#"{"tenant":"a","id":"p1","entity":{"kind":"person","eppns":"anna.svensson@skola.se"}}"#,
+    );
+    s.engine()
+        .apply(vec![(b"o/a/person/p1".to_vec(), Some(v))])
+        .unwrap();
+    let Err(super::StoreError::Corrupt(msg)) = s.get_model(&t("a"), Kind::Person, "p1") else {
+        panic!("decoded a bad value");
+    };
+    assert!(msg.starts_with("JSON Data error at line 1 column"), "{msg}");
+    assert!(!msg.contains("anna"), "{msg}");
+}
+
 #[tokio::test]
 async fn indexes_are_rebuilt_for_older_data() {
     use super::kv::Kv;

@@ -863,10 +863,21 @@ const REBUILD_CHUNK: usize = 10_000;
 #[cfg(test)]
 const REBUILD_CHUNK: usize = 2;
 
+/// A JSON error as a store error, without serde_json's message: that can quote the value
+/// it choked on (a name, an EPPN), and store errors are logged.
+fn json_error(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(format!(
+        "JSON {:?} error at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    ))
+}
+
 /// The object value: version byte + JSON without `raw` (which goes under `r/`).
 fn encode_object(o: &StoredObject) -> Result<Vec<u8>, StoreError> {
     let mut v = vec![VALUE_VERSION];
-    serde_json::to_writer(&mut v, o).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    serde_json::to_writer(&mut v, o).map_err(json_error)?;
     Ok(v)
 }
 
@@ -882,21 +893,21 @@ fn object_json(v: &[u8]) -> Result<(&[u8], bool), StoreError> {
 /// Decodes an object value; `raw` is filled only when it was inline (see `with_raw`).
 fn decode_object(v: &[u8]) -> Result<(StoredObject, bool), StoreError> {
     let (json, inline) = object_json(v)?;
-    let o = serde_json::from_slice(json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let o = serde_json::from_slice(json).map_err(json_error)?;
     Ok((o, inline))
 }
 
 fn decode_model(v: &[u8]) -> Result<ObjectModel, StoreError> {
     let (json, _) = object_json(v)?;
-    serde_json::from_slice(json).map_err(|e| StoreError::Corrupt(e.to_string()))
+    serde_json::from_slice(json).map_err(json_error)
 }
 
 fn encode<T: serde::Serialize>(t: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(t).map_err(|e| StoreError::Corrupt(e.to_string()))
+    serde_json::to_vec(t).map_err(json_error)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(v: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+    serde_json::from_slice(v).map_err(json_error)
 }
 
 /// Index values an object contributes: unique EPPNs (with their canonical path) and civic
